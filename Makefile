@@ -1,0 +1,32 @@
+# make demo / make test / make bench: each creates and reuses .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DATASET ?= alldata
+export FIFTYONE_DO_NOT_TRACK := true
+
+.PHONY: demo test bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip uv
+	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/alldata ingest --all --dataset $(DATASET)
+	$(BIN)/alldata split --dataset $(DATASET) --by group --ratios 0.7,0.15,0.15 --seed 0
+	$(BIN)/alldata info $(DATASET)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check alldata generators tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info
