@@ -7,8 +7,10 @@ from pathlib import Path
 from alldata.sources import (  # noqa: F401  (importing registers each source)
     all_idb1,
     all_idb2,
+    atlas,
     bccd,
     bccd_wbc,
+    cnmc,
     folder,
     pbc,
     taleqani,

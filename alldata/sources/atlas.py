@@ -9,7 +9,7 @@ from alldata.errors import AnnotationError
 from alldata.schema import Diagnosis, ImageKind, Sample, Subtype
 from alldata.sources.base import IMAGE_SUFFIXES, SOURCES, Source, list_images
 
-__all__ = ["Atlas", "CATEGORIES", "normalise_category", "category_labels"]
+__all__ = ["CATEGORIES", "Atlas", "category_labels", "normalise_category"]
 
 _ALL, _AML = Diagnosis.ALL, Diagnosis.AML
 
@@ -93,7 +93,9 @@ class Atlas(Source):
             if entry.name.startswith("."):
                 continue
             if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
-                self._skip_once(entry, "image directly in the atlas root has no category; move it into a category folder")
+                self._skip_once(
+                    entry, "image directly in the atlas root has no category; move it into a category folder"
+                )
             elif entry.is_dir() and category_labels(entry.name) is None:
                 known = ", ".join(sorted(CATEGORIES))
                 self._skip_once(

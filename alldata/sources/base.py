@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from alldata.config import data_root, source_root
 from alldata.errors import AlldataError, SourceNotFoundError
@@ -106,7 +106,7 @@ class Source:
         with self._lock:
             self.problems.append(Problem(str(path), reason, "skipped"))
 
-    def _missing(self, what: str) -> None:
+    def _missing(self, what: str) -> NoReturn:
         raise SourceNotFoundError(
             f"{self.title} not found: {what}.\n"
             f"Expected layout (under {self.root}):\n{self.layout()}\n"
@@ -119,7 +119,14 @@ class Source:
     def layout(cls) -> str:
         """The expected on-disk tree, taken from the class docstring."""
         doc = inspect.getdoc(cls) or ""
-        return doc.split("Layout::", 1)[1].split("\n\n", 1)[0].rstrip() if "Layout::" in doc else doc
+        if "Layout::" not in doc:
+            return doc
+        block = []
+        for line in doc.split("Layout::", 1)[1].lstrip("\n").splitlines():
+            if line and not line.startswith(" "):
+                break
+            block.append(line)
+        return "\n".join(block).rstrip()
 
     def _image(self, path: Path) -> ImageInfo:
         return inspect_image(path)

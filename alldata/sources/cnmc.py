@@ -42,54 +42,52 @@ def parse_cell_name(stem: str) -> tuple[str, str]:
     return subject, label
 
 
+def _csv_row(row: list[str], col: dict[str, int], width: int, image_dir: Path) -> tuple[str, str, str, str]:
+    """(new name, subject, label, original name) of one labels row; ValueError says what is wrong."""
+    if len(row) != width:
+        raise ValueError(f"{len(row)} fields, expected {width}")
+    original, new, value = (row[col[c]].strip() for c in _COLUMNS)
+    if value not in _CSV_LABEL:
+        raise ValueError(f"labels={value!r} is not 0 or 1")
+    subject, label = parse_cell_name(Path(original).stem)
+    if label != _CSV_LABEL[value]:
+        raise ValueError(f"labels={value} but Patient_ID {original} says {label}")
+    if not new or not (image_dir / new).is_file():
+        raise ValueError(f"image {new!r} not found in {image_dir}")
+    return new, subject, label, original
+
+
 def read_prelim_labels(csv_path: Path, image_dir: Path) -> tuple[dict[str, tuple[str, str, str]] | None, list[Problem]]:
     """Read ``Patient_ID,new_names,labels``: ``{new name: (subject, label, original name)}``.
 
     Returns ``None`` (and one warning) when the file is missing or unusable; bad rows, rows
     whose image is missing and duplicate rows are left out, each with a warning.
     """
-    where = str(csv_path)
-
-    def problem(reason: str) -> Problem:
-        return Problem(where, reason, "warning")
-
     if not csv_path.is_file():
-        return None, [problem(f"{csv_path.name} not found; prelim-test images ingested unlabelled")]
+        return None, [Problem(str(csv_path), f"{csv_path.name} not found; prelim-test images unlabelled", "warning")]
     try:
         reader = csv.reader(io.StringIO(csv_path.read_text(encoding="utf-8-sig")))
         rows = [(reader.line_num, row) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        return None, [problem(f"cannot read {csv_path.name} ({e}); prelim-test images ingested unlabelled")]
+        return None, [Problem(str(csv_path), f"cannot read {csv_path.name} ({e}); images unlabelled", "warning")]
     header = [h.strip().lower() for h in rows[0][1]] if rows else []
     if not set(_COLUMNS) <= set(header):
-        return None, [problem(f"{csv_path.name}: header {header} lacks Patient_ID,new_names,labels; labels not used")]
+        reason = f"{csv_path.name}: header {header} lacks Patient_ID,new_names,labels; prelim-test images unlabelled"
+        return None, [Problem(str(csv_path), reason, "warning")]
     col = {c: header.index(c) for c in _COLUMNS}
     labels: dict[str, tuple[str, str, str]] = {}
     problems: list[Problem] = []
     for line, row in rows[1:]:
         if not any(cell.strip() for cell in row):
             continue
-        bad = f"{csv_path.name} line {line}"
-        if len(row) != len(header):
-            problems.append(problem(f"{bad}: {len(row)} fields, expected {len(header)}; row not used"))
-            continue
-        original, new, value = (row[col[c]].strip() for c in _COLUMNS)
-        if value not in _CSV_LABEL:
-            problems.append(problem(f"{bad}: labels={value!r} is not 0 or 1; row not used"))
-            continue
         try:
-            subject, name_label = parse_cell_name(Path(original).stem)
+            new, subject, label, original = _csv_row(row, col, len(header), image_dir)
+            if new in labels:
+                raise ValueError(f"second row for {new!r} (the first is kept)")
         except ValueError as e:
-            problems.append(problem(f"{bad}: Patient_ID {e}; row not used"))
+            problems.append(Problem(str(csv_path), f"{csv_path.name} line {line}: {e}; row not used", "warning"))
             continue
-        if name_label != _CSV_LABEL[value]:
-            problems.append(problem(f"{bad}: labels={value} but {original} says {name_label}; row not used"))
-        elif new in labels:
-            problems.append(problem(f"{bad}: second row for {new!r}; the first is kept"))
-        elif not new or not (image_dir / new).is_file():
-            problems.append(problem(f"{bad}: image {new!r} not found in {image_dir}; row not used"))
-        else:
-            labels[new] = (subject, name_label, original)
+        labels[new] = (subject, label, original)
     return labels, problems
 
 
@@ -172,7 +170,7 @@ class CNMC(Source):
                 f"neither {self.root / 'training_data'} (Kaggle mirror) nor "
                 f"{self.root / 'C-NMC_training_data'} (TCIA packaging) exists"
             )
-        if not self.items():
+        elif not self.items():
             self._missing(f"no images under {p.train}, {p.prelim} or {p.final}")
 
     def items(self) -> list[Path]:
@@ -180,7 +178,10 @@ class CNMC(Source):
         if p is None:
             return []
         if p.packaging == "kaggle" and (self.root / "C-NMC_training_data").is_dir():
-            self._skip_once(self.root / "C-NMC_training_data", "both Kaggle and TCIA packagings present; only the Kaggle one is read")
+            self._skip_once(
+                self.root / "C-NMC_training_data",
+                "both Kaggle and TCIA packagings present; only the Kaggle one is read",
+            )
         train: list[Path] = []
         for fold in _subdirs(p.train):  # anything that is not fold_k/{all,hem}/ is refused by load()
             train += list_images(fold)
@@ -207,44 +208,31 @@ class CNMC(Source):
         fold, folder = path.parent.parent.name, path.parent.name.lower()
         if not _FOLD.match(fold) or folder not in _FIELDS:
             rel = path.relative_to(self.root)
-            raise AnnotationError(f"{path}: not in a fold_<k>/all/ or fold_<k>/hem/ folder ({rel}); cannot read the label")
+            raise AnnotationError(
+                f"{path}: not in a fold_<k>/all/ or fold_<k>/hem/ folder ({rel}); cannot read the label"
+            )
         try:
             subject, label = parse_cell_name(path.stem)
         except ValueError as e:
             raise AnnotationError(f"{path}: {e}") from None
         if label != folder:
             raise AnnotationError(f"{path}: name says '{label}' but the file is in {path.parent.name}/; label unclear")
-        info = self._image(path)
+        group = f"{self.name}/{subject}"
         return self._sample(
-            path,
-            info,
-            source_id=path.stem,
-            group_id=f"{self.name}/{subject}",
-            subject_id=subject,
-            source_split=fold,
-            **_FIELDS[label],
+            path, self._image(path), path.stem, group, subject_id=subject, source_split=fold, **_FIELDS[label]
         )
 
     def _load_test(self, path: Path, phase: str, p: _Paths) -> Sample:
         info = self._image(path)
-        common: dict[str, Any] = {"source_id": f"{phase}/{path.stem}", "source_split": f"{phase}_test"}
-        if phase == "prelim":
-            labels = self._prelim_labels(p)
-            row = labels.get(path.name) if labels is not None else None
-            if row is not None:
-                subject, label, original = row
-                return self._sample(
-                    path,
-                    info,
-                    group_id=f"{self.name}/{subject}",
-                    subject_id=subject,
-                    extra={"original_name": original},
-                    **common,
-                    **_FIELDS[label],
-                )
-            if labels is not None:
-                self.warn(path, f"no usable row for {path.name} in {p.prelim_csv}; ingested unlabelled")
-        return self._sample(path, info, group_id=f"{self.name}/{phase}/{path.stem}", **common)
+        fields: dict[str, Any] = {"group_id": f"{self.name}/{phase}/{path.stem}"}  # unlabelled: the image alone
+        labels = self._prelim_labels(p) if phase == "prelim" else None
+        if labels is not None and path.name in labels:
+            subject, label, original = labels[path.name]
+            fields = {"group_id": f"{self.name}/{subject}", "subject_id": subject, **_FIELDS[label]}
+            fields["extra"] = {"original_name": original}
+        elif labels is not None:
+            self.warn(path, f"no usable row for {path.name} in {p.prelim_csv}; ingested unlabelled")
+        return self._sample(path, info, source_id=f"{phase}/{path.stem}", source_split=f"{phase}_test", **fields)
 
     def _prelim_labels(self, p: _Paths) -> dict[str, tuple[str, str, str]] | None:
         """The prelim CSV, read once per instance (thread-safe); its problems are recorded once."""

@@ -112,7 +112,10 @@ def test_unknown_category_recorded_once(atlas: Path) -> None:
         items = src.items()
     assert len(src) == 6 and len(list(src)) == 6
     assert not any(p.parent.name in ("Weird", "ALL_L4") for p in items)
-    assert sorted((Path(p.path).name, p.severity) for p in src.problems) == [("ALL_L4", "skipped"), ("Weird", "skipped")]
+    assert sorted((Path(p.path).name, p.severity) for p in src.problems) == [
+        ("ALL_L4", "skipped"),
+        ("Weird", "skipped"),
+    ]
     reason = next(p.reason for p in src.problems if p.path.endswith("Weird"))
     assert "unknown atlas category 'Weird'" in reason and "known: " in reason and "all_l1" in reason
     assert "`folder` source" in reason
@@ -162,3 +165,6 @@ def test_missing(tmp_path: Path) -> None:
 def test_registry() -> None:
     assert SOURCES.get("atlas") is Atlas
     assert (Atlas.dirname, Atlas.image_kind) == ("ATLAS", ImageKind.smear)
+    layout = Atlas.layout()
+    assert layout.lstrip().startswith("ATLAS/")
+    assert "ALL_L1" in layout and "Burkitt" in layout and "hairy_cell" in layout

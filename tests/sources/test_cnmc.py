@@ -22,9 +22,13 @@ TRAIN = {
     "fold_1": {"all": ["UID_12_1_1_all"], "hem": ["UID_H10_1_1_hem", "UID_H10_2_3_hem"]},
     "fold_2": {"all": ["UID_13_5_2_all"], "hem": ["UID_H22_1_1_hem"]},
 }
-PRELIM_ROWS = [("UID_57_29_1_all.bmp", "1.bmp", "1"), ("UID_H49_35_1_hem.bmp", "2.bmp", "0"), ("UID_57_30_2_all.bmp", "10.bmp", "1")]
+PRELIM_ROWS = [
+    ("UID_57_29_1_all.bmp", "1.bmp", "1"),
+    ("UID_H49_35_1_hem.bmp", "2.bmp", "0"),
+    ("UID_57_30_2_all.bmp", "10.bmp", "1"),
+]
 FINAL = ["1", "2"]
-TOTAL = 7 + 3 + 2
+TOTAL = 8 + 3 + 2
 _colour = itertools.count(1)
 
 
@@ -78,7 +82,11 @@ def test_contract_both_packagings(cnmc_root: Path) -> None:
     samples = check_contract(src, TOTAL)
     assert src.problems == []
     assert Counter(s.source_split for s in samples) == {
-        "fold_0": 3, "fold_1": 3, "fold_2": 2, "prelim_test": 3, "final_test": 2
+        "fold_0": 3,
+        "fold_1": 3,
+        "fold_2": 2,
+        "prelim_test": 3,
+        "final_test": 2,
     }
     s = {x.source_id: x for x in samples}["UID_11_1_1_all"]
     assert (s.diagnosis, s.cell_type, s.ground_truth) == (Diagnosis.ALL, CellType.lymphoblast, "all")
@@ -99,10 +107,21 @@ def test_subject_ids_and_h3(kaggle: Path) -> None:
     s = by_id(CNMC(kaggle))
     h3 = s["UID_h3_1_1_hem"]  # raw name kept in source_id, subject upper-cased
     assert (h3.subject_id, h3.group_id, h3.diagnosis, h3.cell_type, h3.ground_truth) == (
-        "H3", "cnmc/H3", Diagnosis.healthy, None, "hem"
+        "H3",
+        "cnmc/H3",
+        Diagnosis.healthy,
+        None,
+        "hem",
     )
     assert s["UID_H10_2_3_hem"].subject_id == "H10" and s["UID_H10_2_3_hem"].source_split == "fold_1"
-    assert {x.subject_id for x in s.values() if x.source_split.startswith("fold")} == {"11", "H3", "12", "H10", "13", "H22"}
+    assert {x.subject_id for x in s.values() if x.source_split.startswith("fold")} == {
+        "11",
+        "H3",
+        "12",
+        "H10",
+        "13",
+        "H22",
+    }
 
 
 @pytest.mark.parametrize(
@@ -122,9 +141,19 @@ def test_parse_cell_name_rejects(stem: str) -> None:
 def test_prelim_csv_join(kaggle: Path) -> None:
     s = by_id(CNMC(kaggle))
     one, two, ten = s["prelim/1"], s["prelim/2"], s["prelim/10"]
-    assert (one.subject_id, one.group_id, one.diagnosis, one.cell_type) == ("57", "cnmc/57", Diagnosis.ALL, CellType.lymphoblast)
+    assert (one.subject_id, one.group_id, one.diagnosis, one.cell_type) == (
+        "57",
+        "cnmc/57",
+        Diagnosis.ALL,
+        CellType.lymphoblast,
+    )
     assert one.extra == {"original_name": "UID_57_29_1_all.bmp"} and one.source_split == "prelim_test"
-    assert (two.subject_id, two.group_id, two.diagnosis, two.ground_truth) == ("H49", "cnmc/H49", Diagnosis.healthy, "hem")
+    assert (two.subject_id, two.group_id, two.diagnosis, two.ground_truth) == (
+        "H49",
+        "cnmc/H49",
+        Diagnosis.healthy,
+        "hem",
+    )
     assert ten.group_id == one.group_id == "cnmc/57"  # same subject -> same group
 
 
@@ -137,7 +166,7 @@ def test_final_images_unlabelled(kaggle: Path) -> None:
 def test_items_sorted(kaggle: Path) -> None:
     rel = [p.relative_to(kaggle).as_posix() for p in CNMC(kaggle).items()]
     assert rel[0] == "training_data/fold_0/all/UID_11_1_1_all.bmp"
-    assert rel[7:] == [
+    assert rel[8:] == [
         "validation_data/C-NMC_test_prelim_phase_data/1.bmp",
         "validation_data/C-NMC_test_prelim_phase_data/2.bmp",
         "validation_data/C-NMC_test_prelim_phase_data/10.bmp",
@@ -211,7 +240,15 @@ def test_folder_name_mismatch(kaggle: Path) -> None:
     assert [Path(p.path).name for p in src.problems] == [wrong.name]
 
 
-@pytest.mark.parametrize("rel", ["fold_0/all/cell_7.bmp", "fold_0/all/UID_H3_1_1_all.bmp", "fold_0/UID_11_8_1_all.bmp", "extra/all/UID_11_8_1_all.bmp"])
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "fold_0/all/cell_7.bmp",
+        "fold_0/all/UID_H3_1_1_all.bmp",
+        "fold_0/UID_11_8_1_all.bmp",
+        "extra/all/UID_11_8_1_all.bmp",
+    ],
+)
 def test_unusable_training_names_raise(kaggle: Path, rel: str) -> None:
     path = bmp(kaggle / "training_data" / rel)
     src = CNMC(kaggle)
@@ -248,6 +285,9 @@ def test_missing(tmp_path: Path) -> None:
 def test_registry() -> None:
     assert SOURCES.get("cnmc") is CNMC
     assert CNMC.name == "cnmc" and CNMC.dirname == "C-NMC_Leukemia" and CNMC.image_kind is ImageKind.cell
+    layout = CNMC.layout()  # shown in the "not found" message
+    assert "training_data/fold_0" in layout and "C-NMC_training_data" in layout
+    assert "C-NMC_test_prelim_phase_data_labels.csv" in layout and "C-NMC_test_final_phase_data" in layout
 
 
 def test_copy_elsewhere_is_deterministic(kaggle: Path, tmp_path: Path) -> None:

@@ -1,0 +1,53 @@
+"""``alldata info`` and ``alldata sources``: what is in a dataset, and what can be loaded."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from alldata.cli._common import console, handle_errors
+
+app = typer.Typer()
+
+
+@app.command()
+@handle_errors
+def info(name: Annotated[str, typer.Argument(help="FiftyOne dataset name")] = "alldata") -> None:
+    """Counts per source, split and label."""
+    from alldata.info import dataset_counts
+    from alldata.store import load_dataset
+
+    c = dataset_counts(load_dataset(name))
+    t = Table(title=f"{name}: {c['total']} samples ({c['duplicates']} tagged duplicate, {c['synthetic']} synthetic)")
+    cols = ["total", "train", "val", "test", "unsplit"]
+    t.add_column("source")
+    for col in cols:
+        t.add_column(col, justify="right")
+    for src, counts in c["by_source"].items():
+        t.add_row(src, *(str(counts.get(col, 0)) for col in cols))
+    console.print(t)
+    for field, counts in c["labels"].items():
+        console.print(f"[bold]{field}[/]: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    o = c["objects"]
+    console.print(
+        "[bold]objects[/]: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(o["cells"].items()))
+        + f"; blasts {o['blasts']}; other WBC points {o['other_wbcs']}; segmentation masks {o['segmentation masks']}"
+    )
+
+
+@app.command()
+def sources() -> None:
+    """Every registered source with its folder and expected layout."""
+    from alldata.config import data_root
+    from alldata.sources import SOURCES
+
+    root = data_root()
+    for name in SOURCES.names():
+        cls = SOURCES.get(name)
+        here = (root / cls.dirname).is_dir()
+        console.print(f"[bold]{name}[/] - {cls.title}  [dim]({root / cls.dirname}: {'found' if here else 'not found'})[/]")
+        console.print(cls.layout(), highlight=False, markup=False, soft_wrap=True)
+        console.print(f"  obtain: {cls.obtain}\n", highlight=False)
