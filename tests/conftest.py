@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -19,8 +20,8 @@ os.environ["ALLDATA_HOME"] = tempfile.mkdtemp(prefix="alldata-test-home-")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
-    shutil.rmtree(_DB_DIR, ignore_errors=True)
+# Registered before fiftyone is imported, so it runs after fiftyone's own exit hook stops the database.
+atexit.register(shutil.rmtree, _DB_DIR, True)
 
 
 @pytest.fixture(scope="session")

@@ -47,10 +47,14 @@ def read_positions(path: Path, warn) -> dict[str, list[tuple[int, int]]]:
 
 
 def instance_boxes(binary: np.ndarray, label: CellType) -> list[Box]:
-    """One :class:`Box` (with its cropped bool mask) per 8-connected component of ``binary``."""
+    """One :class:`Box` (with its cropped bool mask) per 4-connected component of ``binary > 0``.
+
+    4-connectivity, because these masks separate touching cells by one-pixel background
+    lines, which diagonal (8-) connectivity would step across.
+    """
     from scipy import ndimage
 
-    lab, _ = ndimage.label(binary, structure=np.ones((3, 3), bool))
+    lab, _ = ndimage.label(binary > 0)
     h, w = binary.shape
     boxes = []
     for i, sl in enumerate(ndimage.find_objects(lab), 1):
