@@ -9,12 +9,12 @@ from alldata.errors import AlldataError, SourceNotFoundError, UnknownNameError
 from alldata.schema import CellType, Diagnosis, Sample, Subtype
 
 __all__ = [
-    "__version__",
     "AlldataError",
-    "SourceNotFoundError",
-    "UnknownNameError",
-    "Sample",
-    "Diagnosis",
     "CellType",
+    "Diagnosis",
+    "Sample",
+    "SourceNotFoundError",
     "Subtype",
+    "UnknownNameError",
+    "__version__",
 ]

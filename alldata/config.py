@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["data_root", "home", "source_root", "max_image_pixels"]
+__all__ = ["data_root", "home", "max_image_pixels", "source_root"]
 
 
 def data_root() -> Path:
@@ -35,4 +35,4 @@ def home() -> Path:
 
 def max_image_pixels() -> int:
     """Largest image (width x height) ingest will decode; ``$ALLDATA_MAX_IMAGE_PIXELS``, default 100 MP."""
-    return int(os.environ.get("ALLDATA_MAX_IMAGE_PIXELS", 100_000_000))
+    return int(os.environ.get("ALLDATA_MAX_IMAGE_PIXELS", "100000000"))

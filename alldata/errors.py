@@ -9,14 +9,14 @@ from __future__ import annotations
 
 __all__ = [
     "AlldataError",
-    "SourceNotFoundError",
-    "ManualDownloadError",
-    "UnknownNameError",
+    "AnnotationError",
     "ImageError",
+    "ManualDownloadError",
     "SchemaError",
+    "SourceNotFoundError",
     "SplitError",
     "StoreError",
-    "AnnotationError",
+    "UnknownNameError",
 ]
 
 

@@ -28,7 +28,7 @@ from alldata.store import open_dataset, to_fiftyone
 if TYPE_CHECKING:
     import fiftyone as fo
 
-__all__ = ["IngestReport", "ingest", "ingest_all", "tag_duplicates", "report_path"]
+__all__ = ["IngestReport", "ingest", "ingest_all", "report_path", "tag_duplicates"]
 
 
 @dataclass
@@ -149,7 +149,7 @@ def ingest(
             ds.delete_samples(list(stale))
             stale.clear()
         if batch:
-            ds.add_samples(batch, progress=False)
+            ds.add_samples(batch, progress=False, validate=False)  # validated by pydantic
             batch.clear()
 
     bar = tqdm(total=len(paths), desc=f"ingest {src.name}", unit="img", disable=not progress)

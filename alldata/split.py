@@ -22,7 +22,7 @@ from alldata.schema import F, Split
 if TYPE_CHECKING:
     import fiftyone as fo
 
-__all__ = ["parse_ratios", "assign_splits", "split_dataset", "check_no_leak", "BY"]
+__all__ = ["BY", "assign_splits", "check_no_leak", "parse_ratios", "split_dataset"]
 
 SPLITS = [s.value for s in Split]
 #: Allowed values of ``by``.
@@ -79,7 +79,7 @@ def assign_splits(
     votes: dict[str, Counter[str]] = defaultdict(Counter)
     for c, s in zip(comp_of, strata):
         votes[c][s or ""] += 1
-    stratum_of = {c: sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for c, v in votes.items()}
+    stratum_of = {c: min(v.items(), key=lambda kv: (-kv[1], kv[0]))[0] for c, v in votes.items()}
     by_stratum: dict[str, list[str]] = defaultdict(list)
     for c in sorted(size):
         by_stratum[stratum_of[c]].append(c)
@@ -149,7 +149,7 @@ def split_dataset(
 
 def check_no_leak(ds: fo.Dataset | fo.DatasetView, *, by: str = "group") -> None:
     """Raise :class:`SplitError` if any group, or any file hash, appears in two splits."""
-    ids, groups, hashes = _units(ds, by)
+    _, groups, hashes = _units(ds, by)
     splits = ds.values(F.SPLIT)
     for name, keys in (("group", groups), ("file sha256", hashes)):
         seen: dict[str, str] = {}

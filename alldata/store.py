@@ -14,7 +14,7 @@ from alldata.schema import SEG_CLASSES, Box, F, Point, Sample
 if TYPE_CHECKING:
     import fiftyone as fo
 
-__all__ = ["open_dataset", "load_dataset", "to_fiftyone", "ensure_schema"]
+__all__ = ["ensure_schema", "load_dataset", "open_dataset", "to_fiftyone"]
 
 
 def _fields() -> dict[str, tuple[Any, dict[str, Any]]]:
@@ -31,22 +31,29 @@ def _fields() -> dict[str, tuple[Any, dict[str, Any]]]:
     }
     out.update({F.WIDTH: (i, {}), F.HEIGHT: (i, {}), F.SEED: (i, {}), F.IS_SYNTHETIC: (b, {})})
     for name in (F.GROUND_TRUTH, F.DIAGNOSIS, F.CELL_TYPE, F.SUBTYPE):
-        out[name] = (emb, {"embedded_doc_type": fo.Classification})
-    out[F.WBC_LABELS] = (emb, {"embedded_doc_type": fo.Classifications})
-    out[F.CELLS] = (emb, {"embedded_doc_type": fo.Detections})
+        out[name] = (emb, {"document_type": fo.Classification})
+    out[F.WBC_LABELS] = (emb, {"document_type": fo.Classifications})
+    out[F.CELLS] = (emb, {"document_type": fo.Detections})
     for name in (F.BLASTS, F.OTHER_WBCS):
-        out[name] = (emb, {"embedded_doc_type": fo.Keypoints})
+        out[name] = (emb, {"document_type": fo.Keypoints})
     for name in (F.SEGMENTATION, F.SEGMENTATION_ALT):
-        out[name] = (emb, {"embedded_doc_type": fo.Segmentation})
+        out[name] = (emb, {"document_type": fo.Segmentation})
     return out
 
 
 def ensure_schema(ds: fo.Dataset) -> None:
     """Declare every common-schema field (so empty fields still exist) and the mask targets."""
     have = ds.get_field_schema()
-    for name, (ftype, kw) in _fields().items():
-        if name not in have:
-            ds.add_sample_field(name, ftype, **kw)
+    missing = {name: ftype(**kw) for name, (ftype, kw) in _fields().items() if name not in have}
+    if missing:
+        # one schema merge and one reload, where add_sample_field would reload per field
+        # (~30 ms each); private in fiftyone 1.22, hence the fallback
+        merge = getattr(ds, "_merge_sample_field_schema", None)
+        if merge is not None:
+            merge(missing)
+        else:  # pragma: no cover - other fiftyone versions
+            for name, field in missing.items():
+                ds.add_sample_field(name, type(field), embedded_doc_type=getattr(field, "document_type", None))
     targets = {F.SEGMENTATION: dict(SEG_CLASSES), F.SEGMENTATION_ALT: dict(SEG_CLASSES)}
     if ds.mask_targets != targets:
         ds.mask_targets = targets
@@ -148,4 +155,5 @@ def to_fiftyone(sample: Sample, fingerprint: str | None = None) -> fo.Sample:
         size_bytes=s.size_bytes, mime_type=s.mime_type, width=s.width, height=s.height, num_channels=s.num_channels
     )
     tags = [F.TAG_SYNTHETIC] if s.is_synthetic else []
-    return fo.Sample(filepath=s.filepath, metadata=metadata, tags=tags, **fields)
+    # unset fields stay absent (they read as None; the schema declares them all)
+    return fo.Sample(filepath=s.filepath, metadata=metadata, tags=tags, **{k: v for k, v in fields.items() if v is not None})

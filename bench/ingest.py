@@ -44,6 +44,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from alldata.config import data_root
+
 HERE = Path(__file__).resolve().parent
 SECTION = "## Ingest (bench/ingest.py)"
 MARKER = "@@BENCH_RESULT@@ "
@@ -267,7 +269,7 @@ def _warm_page_cache(data_root: Path) -> int:
 
 def _sh(cmd: str) -> str:
     try:
-        return subprocess.run(cmd, check=False, shell=True, capture_output=True, text=True, timeout=30).stdout.strip()
+        return subprocess.run(cmd, check=False, shell=True, capture_output=True, text=True, timeout=30).stdout.rstrip()
     except (OSError, subprocess.SubprocessError):
         return "?"
 
@@ -277,6 +279,15 @@ def _version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+def _display_path(exe: str) -> str:
+    """``sys.executable`` relative to the current folder when it is inside it (e.g. ``.venv/bin/python``)."""
+    p = Path(exe).absolute()
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
 
 
 def _loadavg() -> str:
@@ -330,16 +341,21 @@ def _memory_table(mem: list[dict]) -> str:
     lines = [
         (
             "| tool | samples (small) | peak RSS MiB (small) | samples (full) | peak RSS MiB (full) "
-            "| growth MiB | growth KiB/sample |"
+            "| growth MiB | growth KiB/sample | seconds (small) | seconds (full) "
+            "| marginal samples/s (full - small) | fixed cost s (extrapolated to 0 samples) |"
         ),
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in mem:
         dn = m["full_samples"] - m["small_samples"]
         growth = m["full_peak"] - m["small_peak"]
+        dt = m["full_seconds"] - m["small_seconds"]
+        marginal = dn / dt if dt > 0 else float("nan")
+        fixed = m["small_seconds"] - m["small_samples"] / marginal if dt > 0 else float("nan")
         lines.append(
             f"| {m['tool']} | {m['small_samples']} | {m['small_peak']:.0f} | {m['full_samples']} | "
-            f"{m['full_peak']:.0f} | {growth:+.0f} | {growth * 1024 / dn if dn else float('nan'):+.1f} |"
+            f"{m['full_peak']:.0f} | {growth:+.0f} | {growth * 1024 / dn if dn else float('nan'):+.1f} | "
+            f"{m['small_seconds']:.2f} | {m['full_seconds']:.2f} | {marginal:.0f} | {fixed:.2f} |"
         )
     return "\n".join(lines)
 
@@ -368,8 +384,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--data-root",
         type=Path,
-        default=Path(os.environ.get("ALLDATA_DATA_ROOT", "/work/shared/data")),
-        help="folder holding BCCD/, PBC/, ALL_Taleqani_Kaggle/ (default $ALLDATA_DATA_ROOT or /work/shared/data)",
+        default=data_root(),
+        help="folder holding BCCD/, PBC/, ALL_Taleqani_Kaggle/ (default: alldata's data root: $ALLDATA_DATA_ROOT, ./data or ../shared/data)",
     )
     p.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS), help="which datasets")
     p.add_argument("--small", type=int, default=250, help=f"small size for the {MEMORY_DATASET} memory-growth runs")
@@ -395,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     args.data_root = args.data_root.resolve()
-    command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+    command = " ".join(shlex.quote(a) for a in [_display_path(sys.executable), *sys.argv])
     started = datetime.now(timezone.utc)
     load_before = _loadavg()
     t_all = time.perf_counter()
@@ -456,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
                     "small_peak": small["peak"],
                     "full_samples": full["samples"],
                     "full_peak": full["peak"],
+                    "small_seconds": small["seconds"],
+                    "full_seconds": full["seconds"],
                 }
             )
         mem_table = _memory_table(mem)
@@ -505,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             "duplicate tagging and writing the ingest report). One private database "
             f"(`FIFTYONE_DATABASE_DIR` in a temp dir) served all runs; its start-up took {bench.db_start_seconds:.1f} s "
             "and is not in any figure. The page cache was warmed by reading every data file once before the first run. "
-            "Peak RSS is `getrusage(RUSAGE_SELF).ru_maxrss` of the run's process (so it includes the ~imported "
+            "Peak RSS is `getrusage(RUSAGE_SELF).ru_maxrss` of the run's process (so it includes the imported "
             "modules: see the 'RSS before import' column, measured just before the clock started)."
         ),
         "",
@@ -528,6 +546,13 @@ def main(argv: list[str] | None = None) -> int:
             f"### Peak RSS vs. number of samples ({MEMORY_DATASET}, `max_samples={args.small}` vs. all)",
             "",
             mem_table,
+            "",
+            (
+                "Peak RSS is the whole process (imports included); the growth column is what the extra samples "
+                "cost. The last two columns split the time into a per-ingest fixed cost (for alldata mostly "
+                "creating the dataset and declaring its common-schema fields one `add_sample_field` at a time) "
+                "and a per-sample rate, from the two sizes."
+            ),
         ]
     if profile_text:
         section += [

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from alldata.sources import get_source
 from alldata.schema import CellType, Diagnosis
+from alldata.sources import get_source
 from tests.sources._contract import check_contract
 
 

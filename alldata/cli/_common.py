@@ -18,6 +18,9 @@ __all__ = ["console", "handle_errors"]
 console = Console()
 err_console = Console(stderr=True)
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+if "FIFTYONE_DATABASE_URI" not in os.environ:
+    # the offline bundled database is MongoDB 6.0, which FiftyOne flags on every start
+    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
 
 C = TypeVar("C", bound=Callable[..., Any])
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,11 +16,11 @@ app = typer.Typer()
 @app.command()
 @handle_errors
 def ingest(
-    source: Annotated[Optional[str], typer.Argument(help="registered source name (see `alldata sources`)")] = None,
-    path: Annotated[Optional[Path], typer.Argument(help="the source's folder (default: under the data root)")] = None,
+    source: Annotated[str | None, typer.Argument(help="registered source name (see `alldata sources`)")] = None,
+    path: Annotated[Path | None, typer.Argument(help="the source's folder (default: under the data root)")] = None,
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="FiftyOne dataset name")] = "alldata",
     all_sources: Annotated[bool, typer.Option("--all", help="ingest every source found under the data root")] = False,
-    max_samples: Annotated[Optional[int], typer.Option(help="only the first N files of each source")] = None,
+    max_samples: Annotated[int | None, typer.Option(help="only the first N files of each source")] = None,
     workers: Annotated[int, typer.Option(help="decoding threads")] = 2,
 ) -> None:
     """Ingest SOURCE (or --all) into a persistent dataset; re-running adds nothing new."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,7 +18,7 @@ def split(
     by: Annotated[str, typer.Option(help="subject (patient where known, else group) | group (source image)")] = "group",
     ratios: Annotated[str, typer.Option(help="train,val,test shares")] = "0.7,0.15,0.15",
     seed: Annotated[int, typer.Option(help="shuffle seed")] = 0,
-    source: Annotated[Optional[list[str]], typer.Option(help="split only these sources (repeatable)")] = None,
+    source: Annotated[list[str] | None, typer.Option(help="split only these sources (repeatable)")] = None,
     stratify: Annotated[str, typer.Option(help="label field to balance ('' for none)")] = "diagnosis",
 ) -> None:
     """Write a grouped split into the `split` field; no group ever spans two splits."""

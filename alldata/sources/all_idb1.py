@@ -12,7 +12,7 @@ from alldata.imageio import read_mask
 from alldata.schema import Box, CellType, Diagnosis, ImageKind, Point, Sample
 from alldata.sources.base import SOURCES, Source, list_images
 
-__all__ = ["ALLIDB1", "read_positions", "instance_boxes"]
+__all__ = ["ALLIDB1", "instance_boxes", "read_positions"]
 
 _NAME = re.compile(r"^Im(\d{3})_([01])$")
 

@@ -12,7 +12,7 @@ from alldata.imageio import read_mask
 from alldata.schema import CellType, Diagnosis, ImageKind, Sample, SegMask
 from alldata.sources.base import SOURCES, Source, list_images
 
-__all__ = ["ALLIDB2", "putzu_rgb_to_classes", "banik_grey_to_classes"]
+__all__ = ["ALLIDB2", "banik_grey_to_classes", "putzu_rgb_to_classes"]
 
 _NAME = re.compile(r"^Im(\d{3})_([01])$")
 # Putzu & Loddo colour code -> SEG_CLASSES value

@@ -24,7 +24,7 @@ from alldata.imageio import ImageInfo, inspect_image
 from alldata.registry import Registry
 from alldata.schema import ImageKind, Sample
 
-__all__ = ["Problem", "Source", "SOURCES", "IMAGE_SUFFIXES", "list_images"]
+__all__ = ["IMAGE_SUFFIXES", "SOURCES", "Problem", "Source", "list_images"]
 
 #: Every loader, by registry key (``@SOURCES.register("name")`` on the class).
 SOURCES: Registry[type[Source]] = Registry("source")
