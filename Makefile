@@ -10,8 +10,10 @@ export FIFTYONE_DO_NOT_TRACK := true
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[dev]'
+	$(BIN)/python -m pip install -q uv
+	# torch through pip: it takes the release that lies on this machine's disk (uv would download ~3 GB)
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[gen,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
