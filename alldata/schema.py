@@ -144,6 +144,9 @@ class F:
     SEED = "seed"
     CONDITION = "condition"
     RECIPE = "recipe"
+    SAMPLER = "sampler"
+    NUM_INFERENCE_STEPS = "num_inference_steps"
+    ALLDATA_VERSION = "alldata_version"
     # tags
     TAG_DUPLICATE = "duplicate"
     TAG_SYNTHETIC = "synthetic"
@@ -220,7 +223,10 @@ class Provenance(_Model):
     checkpoint_sha256: str
     seed: int
     condition: dict[str, Any] = Field(default_factory=dict)
+    sampler: str | None = None  # e.g. "dpm++"
+    num_inference_steps: int | None = None
     recipe: str | None = None
+    alldata_version: str | None = None
 
 
 class Sample(_Model):

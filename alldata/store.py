@@ -26,10 +26,10 @@ def _fields() -> dict[str, tuple[Any, dict[str, Any]]]:
         for name in (
             F.SOURCE, F.SOURCE_ID, F.KEY, F.SHA256, F.RECORD_SHA256, F.LICENSE, F.CITATION, F.SUBJECT_ID,
             F.GROUP_ID, F.SPLIT, F.SOURCE_SPLIT, F.IMAGE_KIND, F.MAGNIFICATION, F.STAIN, F.DEVICE,
-            F.DUPLICATE_OF, F.GENERATOR, F.CHECKPOINT_SHA256, F.RECIPE, F.CONDITION,
+            F.DUPLICATE_OF, F.GENERATOR, F.CHECKPOINT_SHA256, F.RECIPE, F.CONDITION, F.SAMPLER, F.ALLDATA_VERSION,
         )
     }
-    out.update({F.WIDTH: (i, {}), F.HEIGHT: (i, {}), F.SEED: (i, {}), F.IS_SYNTHETIC: (b, {})})
+    out.update({F.WIDTH: (i, {}), F.HEIGHT: (i, {}), F.SEED: (i, {}), F.NUM_INFERENCE_STEPS: (i, {}), F.IS_SYNTHETIC: (b, {})})
     for name in (F.GROUND_TRUTH, F.DIAGNOSIS, F.CELL_TYPE, F.SUBTYPE):
         out[name] = (emb, {"document_type": fo.Classification})
     out[F.WBC_LABELS] = (emb, {"document_type": fo.Classifications})
@@ -147,7 +147,10 @@ def to_fiftyone(sample: Sample, fingerprint: str | None = None) -> fo.Sample:
                 F.CHECKPOINT_SHA256: p.checkpoint_sha256,
                 F.SEED: p.seed,
                 F.CONDITION: json.dumps(p.condition, sort_keys=True),
+                F.SAMPLER: p.sampler,
+                F.NUM_INFERENCE_STEPS: p.num_inference_steps,
                 F.RECIPE: p.recipe,
+                F.ALLDATA_VERSION: p.alldata_version,
             }
         )
     fields.update(s.extra)

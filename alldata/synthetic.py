@@ -35,8 +35,6 @@ def make_synthetic_sample(
     """A validated :class:`Sample` for a synthetic image file already written at ``path``."""
     path = Path(path)
     info = inspect_image(path)
-    cond = dict(provenance.condition)
-    cond.setdefault("alldata_version", __version__)
     source = synthetic_source(family)
     return Sample(
         filepath=str(path.resolve()),
@@ -52,7 +50,7 @@ def make_synthetic_sample(
         size_bytes=info.size_bytes,
         mime_type=info.mime_type,
         num_channels=info.num_channels,
-        provenance=provenance.model_copy(update={"condition": cond}),
+        provenance=provenance if provenance.alldata_version else provenance.model_copy(update={"alldata_version": __version__}),
         **labels,
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Annotated
 
 import typer
@@ -18,12 +20,19 @@ def app_(
     port: Annotated[int, typer.Option(help="port on localhost")] = 5151,
     address: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
 ) -> None:
-    """Serve the FiftyOne App for NAME on localhost until Ctrl+C."""
-    import fiftyone as fo
+    """Serve the FiftyOne App for NAME on localhost until Ctrl+C.
 
+    Runs FiftyOne's App server in the foreground (rather than ``fo.launch_app``, whose
+    background server outlives a killed script), so Ctrl+C stops it cleanly.
+    """
     from alldata.store import load_dataset
 
-    ds = load_dataset(name)
-    session = fo.launch_app(ds, port=port, address=address, auto=False)
+    load_dataset(name)  # fail early, listing the datasets that exist
+    cmd = [sys.executable, "-m", "fiftyone.server.main", "--port", str(port), "--address", address]
     console.print(f"FiftyOne App: http://{address}:{port}/datasets/{name}  (Ctrl+C to stop)")
-    session.wait(-1)
+    proc = subprocess.Popen(cmd)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(60)

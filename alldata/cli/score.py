@@ -1,0 +1,106 @@
+"""``alldata score`` and ``alldata train-encoder``: quality and memorisation scores of synthetic cells."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from alldata.cli._common import console, handle_errors
+
+app = typer.Typer()
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    return "n/a" if v is None else f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+
+
+@app.command()
+@handle_errors
+def score(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="FiftyOne dataset name")] = "alldata",
+    synthetic_view: Annotated[
+        str, typer.Option(help="synthetic samples to score: generator=NAME, tag=TAG (comma-joined) or all")
+    ] = "all",
+    real_view: Annotated[
+        str, typer.Option(help="real reference (also the memorisation reference): split=S, source=NAME or all")
+    ] = "split=train",
+    encoder: Annotated[Path | None, typer.Option(help="folder of a trained encoder (`alldata train-encoder`)")] = None,
+    train_encoder: Annotated[bool, typer.Option(help="train an encoder on the real view first")] = False,
+    encoder_out: Annotated[
+        Path | None, typer.Option(help="where --train-encoder saves it [default: ~/.alldata/datasets/NAME/encoder]")
+    ] = None,
+    encoder_epochs: Annotated[int, typer.Option(help="epochs for --train-encoder")] = 10,
+    inception_weights: Annotated[
+        Path | None, typer.Option(help="a torchvision inception_v3 state dict (.safetensors or torch file)")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="JSON report path [default: ~/.alldata/datasets/NAME/score-<time>.json]")
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="read images at this size [default: the encoder's, 64 CNN / 299 Inception]")
+    ] = None,
+    percentile: Annotated[float, typer.Option(help="copy threshold: percentile of real-to-real NN distances")] = 5.0,
+    seed: Annotated[int, typer.Option(help="seed of KID subsets and encoder training")] = 0,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... [default: cuda if available]")] = None,
+) -> None:
+    """FD, KID, precision/recall, density/coverage and memorisation of synthetic cells vs real ones."""
+    from alldata.score import get_encoder, parse_view, score_dataset
+
+    syn_f, real_f = parse_view(synthetic_view, "synthetic"), parse_view(real_view, "real")
+    enc = get_encoder(
+        dataset, real_f, encoder_dir=encoder, inception_weights=inception_weights, train=train_encoder,
+        encoder_out=encoder_out, epochs=encoder_epochs, seed=seed, device=device,
+    )
+    if train_encoder:
+        console.print(f"trained encoder saved to {enc.path}")
+    r = score_dataset(dataset, syn_f, real_f, enc, image_size, report_path=report, percentile=percentile, seed=seed,
+                      progress=True)
+    m = r["metrics"]
+    t = Table(title=f"{dataset}: synthetic [{r['synthetic_view']}] vs real [{r['real_view']}] ({enc.kind} encoder)")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    kid = "n/a" if m["kid_mean"] is None else f"{m['kid_mean']:.4g} ± {m['kid_std']:.2g}"
+    rows = [("FD", _fmt(m["fd"])), ("KID", kid)]
+    rows += [(n, _fmt(m[n], 3)) for n in ("precision", "recall", "density", "coverage")]
+    rows += [("copy rate", f"{m['copy_rate']:.1%} ({len(r['memorised'])} tagged memorised)"),
+             ("n_real", str(r["n_real"])), ("n_fake", str(r["n_fake"]))]
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)
+    for names, why in r["skipped"].items():
+        console.print(f"[yellow]skipped[/] {names}: {why}", highlight=False)
+    console.print(f"report: {r['report_path']}", highlight=False, soft_wrap=True)
+
+
+@app.command("train-encoder")
+@handle_errors
+def train_encoder_(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="FiftyOne dataset name")] = "alldata",
+    out: Annotated[Path | None, typer.Option(help="output folder [default: ~/.alldata/datasets/NAME/encoder]")] = None,
+    real_view: Annotated[str, typer.Option(help="cells to train on: split=S, source=NAME or all")] = "split=train",
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 10,
+    image_size: Annotated[int, typer.Option(help="input size in pixels")] = 64,
+    label_field: Annotated[
+        str | None, typer.Option(help="label to classify [default: cell_type, else diagnosis]")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed")] = 0,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... [default: cuda if available]")] = None,
+) -> None:
+    """Train the small CNN feature encoder of `alldata score` on real cells (config.json + model.safetensors)."""
+    from alldata.score import get_encoder, parse_view
+
+    enc = get_encoder(
+        dataset, parse_view(real_view, "real"), train=True, encoder_out=out, epochs=epochs, image_size=image_size,
+        label_field=label_field, seed=seed, device=device,
+    )
+    c = enc.config
+    last = c["history"][-1]
+    console.print(
+        f"trained on {c['n_train']} cells, {c['label_field']}: "
+        + ", ".join(f"{k} {v}" for k, v in c["class_counts"].items())
+    )
+    console.print(f"epoch {last['epoch']}: loss {last['loss']:.3f}, train accuracy {last['accuracy']:.1%}")
+    console.print(f"saved to {enc.path}", highlight=False, soft_wrap=True)

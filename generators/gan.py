@@ -1,0 +1,527 @@
+"""A class-conditional GAN for tiny data: the cheap, fast comparison point for diffusion.
+
+DCGAN-style generator (nearest upsampling + 3x3 convs, conditional batch norm, the condition
+also concatenated to ``z``), spectral-norm projection discriminator, hinge loss, DiffAugment
+(colour / translation / cutout on real and fake alike) and an EMA of the generator, which is
+what is saved and sampled. Few-shot: :meth:`GAN.add_condition_value` grows the embedding
+tables by one row and :func:`finetune_gan` adapts the model to a handful of images.
+
+Examples:
+    >>> gan = train_gan(cells, "runs/gan", steps=20_000, batch_size=64)  # doctest: +SKIP
+    >>> imgs = gan.sample(16, {"cell_type": "lymphoblast"}, seed=0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import json
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+    from torch.nn.utils.parametrizations import spectral_norm
+except ImportError as e:  # pragma: no cover
+    raise ImportError("the GAN generator needs torch: pip install 'alldata[gen]'") from e
+
+from alldata.generators.base import CONTINUOUS, GENERATORS, Generator, GeneratorError, select_device
+from alldata.generators.data import CellSet
+
+__all__ = ["GAN", "AUGMENTS", "DEFAULTS", "diff_augment", "train_gan", "finetune_gan"]
+
+AUGMENTS = ("color", "translation", "cutout")
+DEFAULTS: dict[str, Any] = {
+    "image_size": 64, "z_dim": 128, "ngf": 64, "ndf": 64, "cond_dim": 128, "conditions": {},
+    "continuous": [], "diffaug": "color,translation,cutout", "ema_decay": 0.999, "cond_drop": 0.1, "seed": 0,
+}
+_BETAS = (0.5, 0.999)
+
+
+def _check_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Defaults filled in, validated, JSON-normalised; raises :class:`GeneratorError`."""
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise GeneratorError(f"unknown GAN config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    cfg = json.loads(json.dumps({**DEFAULTS, **config}))
+    s = cfg["image_size"]
+    if not isinstance(s, int) or s not in (16, 32, 64, 128):
+        raise GeneratorError(f"image_size={s!r} must be a power of two in 16..128")
+    for k in ("z_dim", "ngf", "ndf", "cond_dim"):
+        if not isinstance(cfg[k], int) or cfg[k] < 1:
+            raise GeneratorError(f"{k}={cfg[k]!r} must be a positive integer")
+    for f, vals in cfg["conditions"].items():
+        if "." in f or f in CONTINUOUS or not f:
+            raise GeneratorError(f"condition field {f!r} is not a usable label field name")
+        if not all(isinstance(v, str) and v for v in vals) or len(set(vals)) != len(vals):
+            raise GeneratorError(f"conditions[{f!r}] must be distinct non-empty strings, got {vals}")
+    if not set(cfg["continuous"]) <= set(CONTINUOUS):
+        raise GeneratorError(f"continuous={cfg['continuous']} must be a subset of {list(CONTINUOUS)}")
+    _policy(cfg["diffaug"])
+    for k in ("ema_decay", "cond_drop"):
+        if not 0.0 <= cfg[k] < 1.0:
+            raise GeneratorError(f"{k}={cfg[k]} must be in [0, 1)")
+    return cfg
+
+
+def _policy(policy: str) -> list[str]:
+    names = [p.strip() for p in policy.split(",") if p.strip()]
+    bad = sorted(set(names) - set(AUGMENTS))
+    if bad:
+        raise GeneratorError(f"unknown DiffAugment policy {bad}; known: {list(AUGMENTS)}")
+    return names
+
+
+def diff_augment(x: torch.Tensor, policy: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Differentiable augmentation of ``x`` (B, 3, H, W) in [-1, 1], after Zhao et al. 2020.
+
+    ``policy`` is a comma list of ``color``, ``translation`` (up to 1/8 of the side, zero fill)
+    and ``cutout`` (a half-side square zeroed); ``""`` is the identity. Random parameters come
+    from ``generator`` (a CPU ``torch.Generator``), one draw per image.
+    """
+    b, _, h, w = x.shape
+    dev = x.device
+
+    def rand() -> torch.Tensor:
+        return torch.rand(b, 1, 1, 1, generator=generator).to(dev, x.dtype)
+
+    def randint(lo: int, hi: int) -> torch.Tensor:
+        return torch.randint(lo, hi, (b, 1, 1), generator=generator).to(dev)
+
+    for name in _policy(policy):
+        if name == "color":
+            x = x + (rand() - 0.5)  # brightness
+            m = x.mean(1, keepdim=True)
+            x = (x - m) * (rand() * 2) + m  # saturation
+            m = x.mean((1, 2, 3), keepdim=True)
+            x = (x - m) * (rand() + 0.5) + m  # contrast
+            continue
+        gy, gx = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
+        if name == "translation":
+            sy, sx = int(h / 8 + 0.5), int(w / 8 + 0.5)
+            iy, ix = gy[None] - randint(-sy, sy + 1) + sy, gx[None] - randint(-sx, sx + 1) + sx
+            padded = F.pad(x, (sx, sx, sy, sy)).permute(0, 2, 3, 1)
+            x = padded[torch.arange(b, device=dev)[:, None, None], iy, ix].permute(0, 3, 1, 2)
+        else:  # cutout
+            ch, cw = h // 2, w // 2
+            y0, x0 = randint(-(ch // 2), h - ch // 2), randint(-(cw // 2), w - cw // 2)
+            hole = (gy[None] >= y0) & (gy[None] < y0 + ch) & (gx[None] >= x0) & (gx[None] < x0 + cw)
+            x = x * (~hole)[:, None].to(x.dtype)
+    return x
+
+
+class _Cond(nn.Module):
+    """Condition vector: sum of per-field embeddings (row 0 = null) + a Linear per attribute (learned null for NaN)."""
+
+    def __init__(self, conditions: dict[str, list[str]], continuous: list[str], dim: int, std: float) -> None:
+        super().__init__()
+        self.fields, self.continuous, self.dim = sorted(conditions), list(continuous), dim
+        self.tables = nn.ModuleDict({f: nn.Embedding(len(conditions[f]) + 1, dim) for f in self.fields})
+        for t in self.tables.values():
+            nn.init.normal_(t.weight, std=std)
+        self.linear = nn.ModuleDict({k: nn.Linear(1, dim) for k in self.continuous})
+        self.null = nn.ParameterDict({k: nn.Parameter(torch.zeros(dim)) for k in self.continuous})
+
+    def forward(self, lab: torch.Tensor, cont: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(lab.shape[0], self.dim, device=lab.device)
+        for i, f in enumerate(self.fields):
+            out = out + self.tables[f](lab[:, i])
+        for j, k in enumerate(self.continuous):
+            v = cont[:, j : j + 1]
+            out = out + torch.where(torch.isnan(v), self.null[k], self.linear[k](torch.nan_to_num(v) * 2 - 1))
+        return out
+
+
+class _CBN(nn.Module):
+    """Batch norm whose gain and bias come from the condition vector."""
+
+    def __init__(self, ch: int, cdim: int) -> None:
+        super().__init__()
+        self.bn, self.gain, self.bias = nn.BatchNorm2d(ch, affine=False), nn.Linear(cdim, ch), nn.Linear(cdim, ch)
+        for lin in (self.gain, self.bias):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * (1 + self.gain(c))[:, :, None, None] + self.bias(c)[:, :, None, None]
+
+
+class _G(nn.Module):
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        n = int(math.log2(cfg["image_size"])) - 2
+        chans = [cfg["ngf"] * min(8, 2 ** (n - 1 - i)) for i in range(n)]  # 4x4 .. size/2
+        self.c0 = chans[0]
+        self.cond = _Cond(cfg["conditions"], cfg["continuous"], cfg["cond_dim"], std=1.0)
+        self.fc = nn.Linear(cfg["z_dim"] + cfg["cond_dim"], 16 * self.c0)
+        self.bns = nn.ModuleList([_CBN(c, cfg["cond_dim"]) for c in chans])
+        self.convs = nn.ModuleList([nn.Conv2d(a, b, 3, padding=1) for a, b in zip(chans[:-1], chans[1:])])
+        self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
+
+    def forward(self, z: torch.Tensor, lab: torch.Tensor, cont: torch.Tensor) -> torch.Tensor:
+        c = self.cond(lab, cont)
+        h = F.relu(self.bns[0](self.fc(torch.cat([z, c], 1)).view(-1, self.c0, 4, 4), c))
+        for conv, bn in zip(self.convs, self.bns[1:]):
+            h = F.relu(bn(conv(F.interpolate(h, scale_factor=2.0)), c))
+        return torch.tanh(self.to_rgb(F.interpolate(h, scale_factor=2.0)))
+
+
+class _D(nn.Module):
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        n = int(math.log2(cfg["image_size"])) - 2
+        chans = [3] + [cfg["ndf"] * min(8, 2**i) for i in range(n)]
+        layers: list[nn.Module] = []
+        for a, b in zip(chans[:-1], chans[1:]):
+            layers += [spectral_norm(nn.Conv2d(a, b, 4, 2, 1)), nn.LeakyReLU(0.2)]
+        self.body, self.out = nn.Sequential(*layers), spectral_norm(nn.Linear(chans[-1], 1))
+        self.cond = _Cond(cfg["conditions"], cfg["continuous"], chans[-1], std=chans[-1] ** -0.5)
+
+    def forward(self, x: torch.Tensor, lab: torch.Tensor, cont: torch.Tensor) -> torch.Tensor:
+        h = self.body(x).sum((2, 3))  # projection discriminator: linear head + <embed(c), h>
+        return self.out(h).squeeze(1) + (self.cond(lab, cont) * h).sum(1)
+
+
+def _seeded(fn: Callable[[], nn.Module], seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return fn()
+
+
+def _load(module: nn.Module, state: dict[str, torch.Tensor], grow: bool = False) -> None:
+    """Strict load; with ``grow`` an embedding table may be short (new rows = mean of its value rows) or absent (zeros)."""
+    fixed = {}
+    for k, v in module.state_dict().items():
+        table = ".tables." in k
+        if k not in state:
+            if not (grow and table):
+                raise GeneratorError(f"checkpoint lacks {k!r}; it was written for another GAN config")
+            fixed[k] = torch.zeros_like(v)
+            continue
+        s = state[k]
+        if s.shape != v.shape:
+            if not (grow and table and s.shape[1:] == v.shape[1:] and s.shape[0] < v.shape[0]):
+                raise GeneratorError(f"{k!r} has shape {tuple(s.shape)} in the checkpoint, {tuple(v.shape)} in the model")
+            mean = (s[1:] if len(s) > 1 else s).mean(0, keepdim=True)
+            s = torch.cat([s, mean.expand(v.shape[0] - s.shape[0], -1)])
+        fixed[k] = s
+    extra = set(state) - set(fixed)
+    if extra:
+        raise GeneratorError(f"checkpoint has keys this GAN config does not: {sorted(extra)[:5]}")
+    module.load_state_dict(fixed)
+
+
+def _autocast(device: str) -> contextlib.AbstractContextManager:
+    on_cuda = device.startswith("cuda")
+    return torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
+
+
+def _encode(cfg: dict[str, Any], labels: dict[str, Sequence[str | None]], n: int) -> torch.Tensor:
+    """Label indices (n, fields) in sorted field order; 0 = null."""
+    cols = []
+    for f in sorted(cfg["conditions"]):
+        vocab = cfg["conditions"][f]
+        col = []
+        for v in labels.get(f) or [None] * n:
+            if v and v not in vocab:
+                raise GeneratorError(f"{f}={v!r} is not in this GAN's conditions {vocab}; add it with add_condition_value")
+            col.append(vocab.index(v) + 1 if v else 0)
+        cols.append(col)
+    return torch.tensor(cols, dtype=torch.long).reshape(len(cols), n).T
+
+
+@GENERATORS.register("gan")
+class GAN(Generator):
+    """Conditional GAN generator (the EMA weights); build with :func:`train_gan`."""
+
+    family = "gan"
+
+    def __init__(self, config: dict[str, Any], model: nn.Module, device: str) -> None:
+        super().__init__(config)
+        self.model, self.device = model, device
+
+    @classmethod
+    def build(cls, config: dict[str, Any], device: str | None = None) -> GAN:
+        """An untrained generator from ``config`` (keys of :data:`DEFAULTS`)."""
+        cfg, dev = _check_config(config), select_device(device)
+        return cls(cfg, _seeded(lambda: _G(cfg), cfg["seed"]).to(dev).eval(), dev)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The EMA generator's tensors, flat."""
+        return dict(self.model.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _load(self.model, state)
+
+    def add_condition_value(self, field: str, value: str) -> None:
+        """Grow the embedding of ``field`` by ``value`` (new row = mean of the existing value rows)."""
+        if field in CONTINUOUS:
+            raise GeneratorError(f"{field!r} is a continuous attribute; only label fields take new values")
+        cfg = copy.deepcopy(self.config)
+        if value in cfg["conditions"].get(field, []):
+            raise GeneratorError(f"{field}={value!r} is already known: {cfg['conditions'][field]}")
+        cfg["conditions"].setdefault(field, []).append(value)
+        cfg = _check_config(cfg)
+        model = _seeded(lambda: _G(cfg), cfg["seed"]).to(self.device)
+        _load(model, self.model.state_dict(), grow=True)
+        self.model, self.config = model.eval(), cfg
+
+    @torch.no_grad()
+    def sample(
+        self, num_samples: int, condition: dict[str, Any], seed: int, *, batch_size: int = 256,
+        truncation: float | None = None, progress: bool = False,
+    ) -> np.ndarray:
+        """``num_samples`` uint8 (N, H, W, 3) images; absent fields are null; same seed, same images."""
+        from tqdm import tqdm
+
+        self.check_condition(condition)
+        if num_samples < 0 or batch_size < 1:
+            raise GeneratorError(f"num_samples={num_samples} must be >= 0 and batch_size={batch_size} >= 1")
+        cont_vals = [float(condition.get(k, math.nan)) for k in self.config["continuous"]]
+        if any(not 0.0 <= v <= 1.0 for v in cont_vals if not math.isnan(v)):
+            raise GeneratorError(f"morphology conditions must be in [0, 1], got {condition}")
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(num_samples, self.config["z_dim"], generator=gen)
+        if truncation is not None:
+            if truncation <= 0:
+                raise GeneratorError(f"truncation={truncation} must be > 0")
+            while (bad := z.abs() > truncation).any():
+                z[bad] = torch.randn(int(bad.sum()), generator=gen)
+        lab = _encode(self.config, {k: [v] for k, v in condition.items()}, 1).to(self.device)
+        cont = torch.tensor([cont_vals], dtype=torch.float32, device=self.device)
+        self.model.eval()
+        s = self.config["image_size"]
+        out = np.empty((num_samples, s, s, 3), np.uint8)
+        for i in tqdm(range(0, num_samples, batch_size), desc="sample", disable=not progress):
+            zb = z[i : i + batch_size].to(self.device)
+            with _autocast(self.device):
+                x = self.model(zb, lab.expand(len(zb), -1), cont.expand(len(zb), -1))
+            out[i : i + len(zb)] = ((x.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+        return out
+
+
+# --- training ---------------------------------------------------------------------------------------------
+
+
+def _dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and 90-degree rotation per image."""
+    b = x.shape[0]
+    x = torch.where((torch.rand(b, generator=gen) < 0.5).to(x.device)[:, None, None, None], x.flip(3), x)
+    k = torch.randint(4, (b,), generator=gen).to(x.device)[:, None, None, None]
+    out = x
+    for r in (1, 2, 3):
+        out = torch.where(k == r, torch.rot90(x, r, (2, 3)), out)
+    return out
+
+
+@torch.no_grad()
+def _ema_update(ema: nn.Module, g: nn.Module, decay: float) -> None:
+    for pe, p in zip(ema.parameters(), g.parameters()):
+        pe.lerp_(p, 1 - decay)
+    for be, b in zip(ema.buffers(), g.buffers()):
+        be.copy_(b)
+
+
+@torch.no_grad()
+def _recalibrate(g: nn.Module, lab: torch.Tensor, cont: torch.Tensor, cfg: dict[str, Any], device: str) -> nn.Module:
+    """A copy of ``g`` whose batch-norm statistics are re-measured on the EMA weights ("standing stats")."""
+    g = copy.deepcopy(g).train()
+    bns = [m for m in g.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    for _ in range(8):
+        idx = torch.randint(len(lab), (64,), generator=gen).to(device)
+        with _autocast(device):
+            g(torch.randn(64, cfg["z_dim"], generator=gen).to(device), lab[idx], cont[idx])
+    for m in bns:
+        m.momentum = 0.1
+    return g.eval()
+
+
+def _write_grid(gan: GAN, path: Path, cols: int = 8, pad: int = 2) -> None:
+    """One row per value of the first (sorted) condition field, same latents in every row."""
+    from PIL import Image
+
+    conds = gan.config["conditions"]
+    rows = [{sorted(conds)[0]: v} for v in conds[sorted(conds)[0]]] if conds else [{}]
+    s = gan.config["image_size"]
+    grid = np.full((len(rows) * (s + pad) + pad, cols * (s + pad) + pad, 3), 255, np.uint8)
+    for r, cond in enumerate(rows):
+        for c, img in enumerate(gan.sample(cols, cond, seed=gan.config["seed"])):
+            grid[pad + r * (s + pad) : pad + r * (s + pad) + s, pad + c * (s + pad) : pad + c * (s + pad) + s] = img
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+
+
+def _save_state(sd: Path, nets: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    sd.mkdir(parents=True, exist_ok=True)
+    for name, net in nets.items():
+        save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(sd / f"{name}.safetensors"))
+    for name, opt in opts.items():
+        flat = {f"{i}.{k}": v.detach().contiguous().cpu() for i, st in opt.state_dict()["state"].items() for k, v in st.items()}
+        save_file(flat, str(sd / f"{name}.safetensors"))
+    (sd / "state.json.tmp").write_text(json.dumps(meta, indent=1))
+    (sd / "state.json.tmp").replace(sd / "state.json")  # written last: a run is resumable once this exists
+
+
+def _load_opt(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in flat.items():
+        i, name = k.split(".", 1)
+        state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+
+
+def _fit(
+    cfg: dict[str, Any], cells: CellSet, out_dir: str | Path, *, steps: int, batch_size: int, lr_g: float,
+    lr_d: float, seed: int, resume: bool, sample_every: int, save_every: int, progress: bool, device: str | None,
+    init_g: dict[str, torch.Tensor] | None = None, init_d: dict[str, torch.Tensor] | None = None,
+) -> GAN:
+    """The training loop shared by :func:`train_gan` and :func:`finetune_gan`."""
+    from safetensors.torch import load_file
+    from tqdm import tqdm
+
+    if steps < 0 or batch_size < 1:
+        raise GeneratorError(f"steps={steps} must be >= 0 and batch_size={batch_size} >= 1")
+    dev, out, s = select_device(device), Path(out_dir), cfg["image_size"]
+    sd = out / "train_state"
+    imgs = np.asarray(cells.images)
+    if len(imgs) == 0 or imgs.dtype != np.uint8 or imgs.shape[1:] != (s, s, 3):
+        raise GeneratorError(f"cells must be uint8 (N, {s}, {s}, 3) with N > 0, got {imgs.dtype} {imgs.shape}; "
+                             f"load them with load_cells(view, image_size={s})")
+    n = len(imgs)
+    images = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous().to(dev)
+    lab_all = _encode(cfg, cells.labels, n).to(dev)
+    cont_np = [np.asarray(getattr(cells, k), np.float32) for k in cfg["continuous"]]
+    cont_all = torch.from_numpy(np.stack(cont_np, 1) if cont_np else np.zeros((n, 0), np.float32)).to(dev)
+
+    G = _seeded(lambda: _G(cfg), cfg["seed"]).to(dev)
+    D = _seeded(lambda: _D(cfg), cfg["seed"] + 1).to(dev)
+    if init_g is not None:
+        _load(G, init_g, grow=True)
+    if init_d is not None:
+        _load(D, init_d, grow=True)
+    ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt_g = torch.optim.Adam(G.parameters(), lr_g, betas=_BETAS)
+    opt_d = torch.optim.Adam(D.parameters(), lr_d, betas=_BETAS)
+    rng, step = torch.Generator().manual_seed(seed), 0
+    if resume and (sd / "state.json").is_file():
+        meta = json.loads((sd / "state.json").read_text())
+        if meta["config"] != cfg:
+            diff = sorted(k for k in cfg if meta["config"].get(k) != cfg[k])
+            raise GeneratorError(f"{sd} holds a run with another config (differs in {diff}); "
+                                 "pass resume=False or another out_dir")
+        for name, net in (("g", G), ("d", D), ("ema", ema)):
+            _load(net, load_file(str(sd / f"{name}.safetensors")))
+        _load_opt(opt_g, load_file(str(sd / "opt_g.safetensors")))
+        _load_opt(opt_d, load_file(str(sd / "opt_d.safetensors")))
+        rng.set_state(torch.frombuffer(bytearray(base64.b64decode(meta["rng"])), dtype=torch.uint8))
+        step = meta["step"]
+
+    gan = GAN(cfg, ema, dev)
+
+    def checkpoint(grid: bool, save: bool) -> None:
+        gan.model = _recalibrate(ema, lab_all, cont_all, cfg, dev)
+        if grid:
+            _write_grid(gan, out / "samples" / f"step_{step:06d}.png")
+        if save:
+            meta = {"step": step, "rng": base64.b64encode(rng.get_state().numpy().tobytes()).decode(), "config": cfg,
+                    "lr_g": lr_g, "lr_d": lr_d, "batch_size": batch_size, "seed": seed}
+            _save_state(sd, {"g": G, "d": D, "ema": ema}, {"opt_g": opt_g, "opt_d": opt_d}, meta)
+            gan.save_pretrained(out)
+
+    policy = cfg["diffaug"]
+    G.train()
+    D.train()
+    bar = tqdm(total=steps, initial=step, desc="gan", disable=not progress)
+    while step < steps:
+        idx = torch.randint(n, (batch_size,), generator=rng)
+        real = _dihedral(images[idx.to(dev)].float() / 127.5 - 1, rng)
+        lab, cont = lab_all[idx.to(dev)], cont_all[idx.to(dev)]
+        lab = lab.masked_fill((torch.rand(lab.shape, generator=rng) < cfg["cond_drop"]).to(dev), 0)
+        cont = cont.masked_fill((torch.rand(cont.shape, generator=rng) < cfg["cond_drop"]).to(dev), math.nan)
+        z = torch.randn(batch_size, cfg["z_dim"], generator=rng).to(dev)
+        with _autocast(dev):
+            fake = G(z, lab, cont)
+            loss_d = (F.relu(1 - D(diff_augment(real, policy, rng), lab, cont)).mean()
+                      + F.relu(1 + D(diff_augment(fake.detach(), policy, rng), lab, cont)).mean())
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        D.requires_grad_(False)
+        with _autocast(dev):
+            loss_g = -D(diff_augment(fake, policy, rng), lab, cont).mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+        step += 1
+        _ema_update(ema, G, min(cfg["ema_decay"], (1 + step) / (10 + step)))
+        bar.update(1)
+        if step % 10 == 0 or step == steps:
+            bar.set_postfix(d=f"{loss_d.item():.3f}", g=f"{loss_g.item():.3f}")
+        grid, save = sample_every > 0 and step % sample_every == 0, save_every > 0 and step % save_every == 0
+        if (grid or save) and step < steps:
+            checkpoint(grid, save)
+    bar.close()
+    checkpoint(sample_every > 0, True)
+    return gan
+
+
+def train_gan(
+    cells: CellSet, out_dir: str | Path, *, steps: int, batch_size: int = 32, lr_g: float = 2e-4,
+    lr_d: float = 2e-4, seed: int = 0, resume: bool = True, sample_every: int = 500, save_every: int = 1000,
+    progress: bool = True, device: str | None = None, **config: Any,
+) -> GAN:
+    """Train a conditional GAN on ``cells``; returns the EMA generator (also saved to ``out_dir``).
+
+    ``config`` overrides :data:`DEFAULTS`; ``conditions`` defaults to ``cells.vocabulary()``,
+    ``continuous`` to the morphology attributes with any known value. Sample grids go to
+    ``out_dir/samples/``, resumable state to ``out_dir/train_state/``; ``resume`` continues a
+    run found there up to ``steps`` in all.
+    """
+    known = [k for k in CONTINUOUS if np.isfinite(np.asarray(getattr(cells, k), np.float32)).any()]
+    cfg = _check_config({"image_size": int(np.shape(cells.images)[1]), "conditions": cells.vocabulary(),
+                         "continuous": known, "seed": seed, **config})
+    return _fit(cfg, cells, out_dir, steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, seed=seed,
+                resume=resume, sample_every=sample_every, save_every=save_every, progress=progress, device=device)
+
+
+def finetune_gan(
+    gan: GAN, cells: CellSet, out_dir: str | Path, steps: int, *, base_dir: str | Path | None = None,
+    batch_size: int = 16, lr_g: float = 1e-4, lr_d: float = 1e-4, seed: int = 0, resume: bool = True,
+    sample_every: int = 100, save_every: int = 100, progress: bool = True, device: str | None = None,
+) -> GAN:
+    """Few-shot fine-tuning of ``gan`` on a handful of ``cells`` (e.g. a rare class added with
+    :meth:`GAN.add_condition_value`), with DiffAugment.
+
+    The generator starts from ``gan``'s EMA weights, the discriminator from
+    ``base_dir/train_state/d.safetensors`` (the original run), grown to the new vocabulary; without
+    it a fresh discriminator is used, with a warning. Output layout as :func:`train_gan`.
+    """
+    from safetensors.torch import load_file
+
+    d_path = Path(base_dir) / "train_state" / "d.safetensors" if base_dir is not None else None
+    init_d = None
+    if not (resume and (Path(out_dir) / "train_state" / "state.json").is_file()):
+        if d_path is not None and d_path.is_file():
+            init_d = load_file(str(d_path))
+        else:
+            where = f"at {d_path}" if d_path else "(no base_dir given)"
+            warnings.warn(f"no discriminator state {where}: fine-tuning starts a fresh discriminator, "
+                          "which needs more steps and gives worse few-shot results", stacklevel=2)
+    return _fit(gan.config, cells, out_dir, steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, seed=seed,
+                resume=resume, sample_every=sample_every, save_every=save_every, progress=progress,
+                device=device or gan.device, init_g=gan.model.state_dict(), init_d=init_d)
