@@ -317,7 +317,7 @@ def train_encoder(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             total += len(idx)
         history.append({"epoch": epoch + 1, "loss": loss_sum / max(total, 1), "accuracy": correct / max(total, 1)})

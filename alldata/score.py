@@ -10,6 +10,7 @@ writes per-sample memorisation fields on the synthetic samples, tags likely copi
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -124,16 +125,18 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray, eps: float = 1e-6) -> f
     covariances, and tiny imaginary parts from rounding are dropped. Not clamped: values
     a hair below 0 are rounding.
     """
-    from scipy.linalg import sqrtm
+    from scipy.linalg import LinAlgWarning, sqrtm
 
     r, f = _features(real, "real", 2), _features(fake, "fake", 2)
     _same_dim(r, f)
     mu_r, mu_f = r.mean(0), f.mean(0)
     s_r, s_f = np.atleast_2d(np.cov(r, rowvar=False)), np.atleast_2d(np.cov(f, rowvar=False))
-    covmean = sqrtm(s_r @ s_f)
-    if not np.isfinite(covmean).all() or np.abs(np.imag(np.diagonal(covmean))).max() > 1e-3:
-        off = np.eye(len(s_r)) * eps
-        covmean = sqrtm((s_r + off) @ (s_f + off))
+    with warnings.catch_warnings():  # singular products are expected and handled below
+        warnings.simplefilter("ignore", LinAlgWarning)
+        covmean = sqrtm(s_r @ s_f)
+        if not np.isfinite(covmean).all() or np.abs(np.imag(np.diagonal(covmean))).max() > 1e-3:
+            off = np.eye(len(s_r)) * eps
+            covmean = sqrtm((s_r + off) @ (s_f + off))
     covmean = np.real(covmean)
     diff = mu_r - mu_f
     return float(diff @ diff + np.trace(s_r) + np.trace(s_f) - 2.0 * np.trace(covmean))

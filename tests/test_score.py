@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from alldata.cli.score import app
-from alldata.encoder import Encoder, EncoderError, train_encoder, train_encoder_on_view
+from alldata.encoder import Encoder, EncoderError, train_encoder
 from alldata.ingest import ingest
 from alldata.schema import F, Provenance
 from alldata.score import (
@@ -124,7 +124,7 @@ def _two_class_images(n: int = 16, size: int = 32, seed: int = 0) -> tuple[np.nd
 def test_encoder_trains_deterministically_and_round_trips(tmp_path):
     imgs, labels = _two_class_images()
     enc = train_encoder(imgs, labels, image_size=32, epochs=2, batch_size=8, seed=1, device="cpu")
-    feats = enc.encode(imgs, batch_size=5)
+    feats = enc.encode(imgs)
     assert feats.shape == (16, 128) and feats.dtype == np.float32 and np.isfinite(feats).all()
     assert not np.allclose(feats[0], feats[-1])
     assert len(enc.config["history"]) == 2 and enc.config["classes"] == ["a", "b"]
@@ -213,9 +213,11 @@ def test_score_dataset_end_to_end_and_cli(tmp_path, dataset_name):
     _synthetic(dataset_name, syn, {"other": _cell(syn / "other.png", (90, 60, 160), 11, seed=3)}, "gan")
     ds.match({F.KEY: {"$in": ["synthetic/diffusion/odd0", "synthetic/gan/other"]}}).tag_samples(TAG_MEMORISED)
 
-    enc = train_encoder_on_view(ds.match({F.IS_SYNTHETIC: {"$ne": True}}), tmp_path / "enc", image_size=32, epochs=2,
-                                device="cpu", progress=False)
-    assert enc.config["label_field"] == "cell_type"
+    r = runner.invoke(app, ["train-encoder", "--dataset", dataset_name, "--out", str(tmp_path / "enc"), "--epochs", "2",
+                            "--image-size", "32", "--real-view", "all", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "trained on 18 cells, cell_type: lymphoblast 9, lymphocyte 9" in r.output
+    enc = Encoder.from_pretrained(tmp_path / "enc", device="cpu")
     report = score_dataset(dataset_name, "generator=diffusion", "split=train", enc, report_path=tmp_path / "r.json",
                            kid_subsets=5)
     assert (report["n_real"], report["n_fake"]) == (17, 5)

@@ -30,21 +30,21 @@ def score(
     encoder: Annotated[Path | None, typer.Option(help="folder of a trained encoder (`alldata train-encoder`)")] = None,
     train_encoder: Annotated[bool, typer.Option(help="train an encoder on the real view first")] = False,
     encoder_out: Annotated[
-        Path | None, typer.Option(help="where --train-encoder saves it [default: ~/.alldata/datasets/NAME/encoder]")
+        Path | None, typer.Option(help="where --train-encoder saves it (default: ~/.alldata/datasets/NAME/encoder)")
     ] = None,
     encoder_epochs: Annotated[int, typer.Option(help="epochs for --train-encoder")] = 10,
     inception_weights: Annotated[
         Path | None, typer.Option(help="a torchvision inception_v3 state dict (.safetensors or torch file)")
     ] = None,
     report: Annotated[
-        Path | None, typer.Option(help="JSON report path [default: ~/.alldata/datasets/NAME/score-<time>.json]")
+        Path | None, typer.Option(help="JSON report path (default: ~/.alldata/datasets/NAME/score-<time>.json)")
     ] = None,
     image_size: Annotated[
-        int | None, typer.Option(help="read images at this size [default: the encoder's, 64 CNN / 299 Inception]")
+        int | None, typer.Option(help="read images at this size (default: the encoder's, 64 CNN / 299 Inception)")
     ] = None,
     percentile: Annotated[float, typer.Option(help="copy threshold: percentile of real-to-real NN distances")] = 5.0,
     seed: Annotated[int, typer.Option(help="seed of KID subsets and encoder training")] = 0,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... [default: cuda if available]")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available)")] = None,
 ) -> None:
     """FD, KID, precision/recall, density/coverage and memorisation of synthetic cells vs real ones."""
     from alldata.score import get_encoder, parse_view, score_dataset
@@ -79,15 +79,15 @@ def score(
 @handle_errors
 def train_encoder_(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="FiftyOne dataset name")] = "alldata",
-    out: Annotated[Path | None, typer.Option(help="output folder [default: ~/.alldata/datasets/NAME/encoder]")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default: ~/.alldata/datasets/NAME/encoder)")] = None,
     real_view: Annotated[str, typer.Option(help="cells to train on: split=S, source=NAME or all")] = "split=train",
     epochs: Annotated[int, typer.Option(help="training epochs")] = 10,
     image_size: Annotated[int, typer.Option(help="input size in pixels")] = 64,
     label_field: Annotated[
-        str | None, typer.Option(help="label to classify [default: cell_type, else diagnosis]")
+        str | None, typer.Option(help="label to classify (default: cell_type, else diagnosis)")
     ] = None,
     seed: Annotated[int, typer.Option(help="seed")] = 0,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... [default: cuda if available]")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available)")] = None,
 ) -> None:
     """Train the small CNN feature encoder of `alldata score` on real cells (config.json + model.safetensors)."""
     from alldata.score import get_encoder, parse_view
