@@ -20,10 +20,23 @@ from alldata import __version__
 from alldata.errors import AlldataError
 from alldata.schema import CellType, Diagnosis, F, Provenance, Subtype
 
-__all__ = ["TRAINERS", "training_view", "train_generator", "GeneratePlan", "plan_generation", "generate_to_dataset"]
+__all__ = ["PRESETS", "TRAINERS", "GeneratePlan", "generate_to_dataset", "plan_generation", "train_generator", "training_view"]
 
 #: family -> "module:function" of its trainer (imported lazily: torch is heavy)
 TRAINERS = {"diffusion": "alldata.generators.ddpm:train_diffusion", "gan": "alldata.generators.gan:train_gan"}
+#: model sizes by family: "tiny" for tests, "cpu" for 32-64 px runs on a few cores, "gpu" for quality runs
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "diffusion": {
+        "tiny": {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4},
+        "cpu": {"block_out_channels": [16, 32, 32, 64], "layers_per_block": 1, "norm_num_groups": 8},
+        "gpu": {"block_out_channels": [64, 128, 128, 256], "layers_per_block": 2, "norm_num_groups": 32},
+    },
+    "gan": {
+        "tiny": {"z_dim": 16, "ngf": 8, "ndf": 8, "cond_dim": 16},
+        "cpu": {"z_dim": 64, "ngf": 32, "ndf": 32, "cond_dim": 64},
+        "gpu": {"z_dim": 128, "ngf": 64, "ndf": 64, "cond_dim": 128},
+    },
+}
 _ENUMS = {F.CELL_TYPE: CellType, F.DIAGNOSIS: Diagnosis, F.SUBTYPE: Subtype}
 
 
@@ -64,19 +77,26 @@ def train_generator(
     where: dict[str, str] | None = None,
     label_fields: Sequence[str] = (F.CELL_TYPE,),
     max_samples: int | None = None,
+    preset: str = "cpu",
     **train_kwargs: Any,
 ):
-    """Train generator ``family`` on the real cells selected by the arguments; returns it."""
+    """Train generator ``family`` on the real cells selected by the arguments; returns it.
+
+    ``preset`` picks a model size from :data:`PRESETS`; ``train_kwargs`` go to the family's
+    trainer (steps, batch_size, seed, ...) and override the preset's config keys.
+    """
     import importlib
 
     from alldata.generators.data import load_cells
 
     if family not in TRAINERS:
         raise AlldataError(f"unknown trainable generator {family!r}; choose one of {sorted(TRAINERS)} (overlap needs no training)")
+    if preset not in PRESETS[family]:
+        raise AlldataError(f"unknown preset {preset!r} for {family}; choose one of {sorted(PRESETS[family])}")
     view = training_view(dataset, sources=sources, split=split, where=where)
     cells = load_cells(view, image_size, label_fields=label_fields, max_samples=max_samples)
     module, fn = TRAINERS[family].split(":")
-    return getattr(importlib.import_module(module), fn)(cells, out_dir, **train_kwargs)
+    return getattr(importlib.import_module(module), fn)(cells, out_dir, **{**PRESETS[family][preset], **train_kwargs})
 
 
 def _slug(condition: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from alldata import __version__
 from alldata.imageio import inspect_image
 from alldata.schema import F, ImageKind, Provenance, Sample
 
-__all__ = ["synthetic_source", "make_synthetic_sample", "existing_keys", "add_synthetic"]
+__all__ = ["add_synthetic", "existing_keys", "make_synthetic_sample", "synthetic_source"]
 
 
 def synthetic_source(family: str) -> str:

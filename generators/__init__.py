@@ -1,12 +1,16 @@
 """Synthetic-data generators (installed as ``alldata.generators``), one file per family.
 
-Families register themselves in :data:`GENERATORS` by name; none ships in this release
-yet (diffusion, GAN and overlap composition are the planned families).
+* ``diffusion`` (:mod:`alldata.generators.ddpm`): class- and morphology-conditional UNet
+  (diffusers), classifier-free guidance, EMA, DDIM / DPM-Solver++ sampling.
+* ``gan`` (:mod:`alldata.generators.gan`): conditional GAN with spectral norm and
+  DiffAugment, for tiny data.
+* ``overlap`` (:mod:`alldata.generators.overlap`): real cells with masks composed onto
+  real smear backgrounds, with exact instance masks.
+
+Importing this package is light; a family's module (and torch) is imported on first use
+through :func:`get_family`.
 """
 
-from alldata.registry import Registry
+from alldata.generators.base import FAMILY_MODULES, GENERATORS, Generator, GeneratorError, get_family
 
-__all__ = ["GENERATORS"]
-
-#: Generator families by name.
-GENERATORS: Registry = Registry("generator")
+__all__ = ["FAMILY_MODULES", "GENERATORS", "Generator", "GeneratorError", "get_family"]

@@ -26,14 +26,16 @@ from alldata.errors import AlldataError
 from alldata.registry import Registry
 
 __all__ = [
+    "CONFIG_NAME",
+    "FAMILY_MODULES",
     "GENERATORS",
+    "WEIGHTS_NAME",
     "Generator",
     "GeneratorError",
     "checkpoint_sha256",
+    "get_family",
     "parse_condition",
     "select_device",
-    "CONFIG_NAME",
-    "WEIGHTS_NAME",
 ]
 
 CONFIG_NAME = "config.json"
@@ -41,6 +43,23 @@ WEIGHTS_NAME = "model.safetensors"
 
 #: Generator families by name (``@GENERATORS.register("ddpm")`` on the class).
 GENERATORS: Registry[type[Generator]] = Registry("generator")
+
+#: family -> the module that registers it (imported on first use: torch is heavy)
+FAMILY_MODULES = {
+    "diffusion": "alldata.generators.ddpm",
+    "gan": "alldata.generators.gan",
+    "overlap": "alldata.generators.overlap",
+}
+
+
+def get_family(name: str) -> type[Generator]:
+    """The generator class registered as ``name``, importing its module if needed."""
+    if name not in GENERATORS and name in FAMILY_MODULES:
+        import importlib
+
+        importlib.import_module(FAMILY_MODULES[name])
+    return GENERATORS.get(name)
+
 
 #: Continuous (morphology) condition names; everything else is a label field.
 CONTINUOUS = ("area", "nc_ratio")
@@ -140,7 +159,7 @@ class Generator:
             raise GeneratorError(f"{d} is not a checkpoint: {CONFIG_NAME} is missing")
         cfg = json.loads(cfg_path.read_text())
         family = cfg.pop("family", None)
-        klass = GENERATORS.get(family) if cls is Generator else cls
+        klass = get_family(family) if cls is Generator else cls
         gen = klass.build(cfg, device=device)
         gen.load_state_dict(load_file(str(d / WEIGHTS_NAME)))
         return gen

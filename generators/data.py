@@ -16,7 +16,7 @@ from alldata.schema import F
 if TYPE_CHECKING:
     import fiftyone as fo
 
-__all__ = ["CellSet", "morphology", "square_resize", "load_cells", "LABEL_FIELDS"]
+__all__ = ["LABEL_FIELDS", "CellSet", "load_cells", "morphology", "square_resize"]
 
 #: Label fields a generator can be conditioned on.
 LABEL_FIELDS = (F.CELL_TYPE, F.DIAGNOSIS, F.SUBTYPE)

@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from alldata.generators.base import CONTINUOUS, GENERATORS, Generator, GeneratorError, select_device
+from alldata.generators.data import CellSet
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
-
-from alldata.generators.base import CONTINUOUS, GENERATORS, Generator, GeneratorError, select_device
-from alldata.generators.data import CellSet
 
 __all__ = ["Conditioner", "Diffusion", "finetune_diffusion", "make_scheduler", "sample_loop", "train_diffusion"]
 
@@ -77,19 +76,17 @@ class Conditioner(nn.Module):
         self.embeds = nn.ModuleDict({f: nn.Embedding(len(v) + 1, dim) for f, v in sorted(conditions.items())})
         self.linears = nn.ModuleDict({c: nn.Linear(1, dim) for c in continuous})
         self.nulls = nn.ParameterDict({c: nn.Parameter(torch.zeros(dim)) for c in continuous})
+        self.register_buffer("zero", torch.zeros(dim), persistent=False)
 
     def forward(self, labels: dict[str, torch.Tensor], values: dict[str, torch.Tensor]) -> torch.Tensor:
-        ref = next(iter(labels.values()), None) if labels else next(iter(values.values()), None)
-        n = 1 if ref is None else len(ref)
-        dev = next(self.parameters()).device if len(list(self.parameters())) else torch.device("cpu")
-        out = torch.zeros(n, self.dim, device=dev)
+        """``labels`` ``{field: (B,) long}``, ``values`` ``{attr: (B,) float}``; missing ones are null."""
+        n = max([len(t) for t in (*labels.values(), *values.values())], default=1)
+        out = self.zero.expand(n, -1)
         for f, emb in self.embeds.items():
-            idx = labels.get(f)
-            out = out + (emb(idx) if idx is not None else emb.weight[0].expand(n, -1))
+            out = out + (emb(labels[f]) if f in labels else emb.weight[0])
         for c, lin in self.linears.items():
-            v = values.get(c, torch.full((n,), float("nan"), device=dev))
-            known = torch.isfinite(v)[:, None]
-            out = out + torch.where(known, lin(torch.nan_to_num(v)[:, None] * 2 - 1), self.nulls[c])
+            v = values.get(c, torch.full((n,), float("nan"), device=out.device))
+            out = out + torch.where(torch.isfinite(v)[:, None], lin(torch.nan_to_num(v)[:, None] * 2 - 1), self.nulls[c])
         return out
 
 
@@ -132,18 +129,10 @@ def _autocast(device: torch.device | str) -> Any:
 
 
 @torch.no_grad()
-def sample_loop(
-    unet: nn.Module,
-    scheduler: Any,
-    noise: torch.Tensor,
-    cond: torch.Tensor,
-    uncond: torch.Tensor | None = None,
-    *,
-    num_inference_steps: int = 20,
-    guidance_scale: float = 2.0,
-    generator: torch.Generator | list[torch.Generator] | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
+def sample_loop(unet: nn.Module, scheduler: Any, noise: torch.Tensor, cond: torch.Tensor,
+                uncond: torch.Tensor | None = None, *, num_inference_steps: int = 20, guidance_scale: float = 2.0,
+                generator: torch.Generator | list[torch.Generator] | None = None,
+                progress: bool = False) -> torch.Tensor:
     """The bare denoising loop: noise ``(B,3,H,W)`` -> images in [-1, 1] (what benchmarks time).
 
     ``cond``/``uncond`` are ``(B, D)`` condition embeddings; with ``uncond`` the epsilon is
@@ -220,18 +209,9 @@ class Diffusion(Generator):
         with torch.no_grad():
             return self.conditioner(labels, values)
 
-    def sample(
-        self,
-        num_samples: int,
-        condition: dict[str, Any],
-        seed: int,
-        *,
-        sampler: str = "dpm++",
-        num_inference_steps: int = 20,
-        guidance_scale: float = 2.0,
-        batch_size: int = 64,
-        progress: bool = False,
-    ) -> np.ndarray:
+    def sample(self, num_samples: int, condition: dict[str, Any], seed: int, *, sampler: str = "dpm++",
+               num_inference_steps: int = 20, guidance_scale: float = 2.0, batch_size: int = 64,
+               progress: bool = False) -> np.ndarray:
         """``num_samples`` uint8 ``(N, H, W, 3)`` images; each image's noise comes from (seed, index)."""
         self.check_condition(condition)
         if sampler not in SAMPLERS:
@@ -324,7 +304,7 @@ def _write_grid(gen: Diffusion, path: Path, cols: int, field: str | None) -> Non
     """One row of ``cols`` samples per value of ``field`` (one unconditional row without fields)."""
     fields = gen.config["conditions"]
     field = field or next(iter(fields), None)
-    conds = [{field: v} for v in fields.get(field, [])] or [{}] if field else [{}]
+    conds = [{field: v} for v in fields.get(field, [])] or [{}]
     rows = [np.concatenate(list(gen.sample(cols, c, seed=0)), axis=1) for c in conds]
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
@@ -394,7 +374,7 @@ def _fit(gen: Diffusion, cells: CellSet, out_dir: str | Path, *, steps: int, bat
                 for e, p in zip(e_mod.parameters(), r_mod.parameters()):
                     e.lerp_(p, 1 - decay)
         step += 1
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if sample_every and step % sample_every == 0:
@@ -409,22 +389,10 @@ def _fit(gen: Diffusion, cells: CellSet, out_dir: str | Path, *, steps: int, bat
     return gen
 
 
-def train_diffusion(
-    cells: CellSet,
-    out_dir: str | Path,
-    *,
-    steps: int = 10_000,
-    batch_size: int = 64,
-    lr: float = 2e-4,
-    seed: int = 0,
-    resume: bool = True,
-    sample_every: int = 1000,
-    save_every: int = 1000,
-    progress: bool = True,
-    device: str | None = None,
-    grid_cols: int = 8,
-    **config: Any,
-) -> Diffusion:
+def train_diffusion(cells: CellSet, out_dir: str | Path, *, steps: int = 10_000, batch_size: int = 64,
+                    lr: float = 2e-4, seed: int = 0, resume: bool = True, sample_every: int = 1000,
+                    save_every: int = 1000, progress: bool = True, device: str | None = None, grid_cols: int = 8,
+                    **config: Any) -> Diffusion:
     """Train a conditional diffusion model on ``cells`` into ``out_dir``; returns the EMA model.
 
     ``config`` overrides :data:`DEFAULTS` (``conditions`` defaults to ``cells.vocabulary()``,
@@ -449,22 +417,10 @@ def train_diffusion(
                 grid_cols=grid_cols)
 
 
-def finetune_diffusion(
-    gen: Diffusion,
-    cells: CellSet,
-    out_dir: str | Path,
-    *,
-    steps: int = 200,
-    lr: float = 1e-4,
-    train: str = "conditioner",
-    batch_size: int = 8,
-    seed: int = 0,
-    resume: bool = True,
-    sample_every: int = 0,
-    save_every: int = 100,
-    progress: bool = True,
-    grid_field: str | None = None,
-) -> Diffusion:
+def finetune_diffusion(gen: Diffusion, cells: CellSet, out_dir: str | Path, *, steps: int = 200, lr: float = 1e-4,
+                       train: str = "conditioner", batch_size: int = 8, seed: int = 0, resume: bool = True,
+                       sample_every: int = 0, save_every: int = 100, progress: bool = True,
+                       grid_field: str | None = None) -> Diffusion:
     """Few-shot fine-tuning of ``gen`` (in place) on a handful of ``cells``, saved to ``out_dir``.
 
     Add the new label first with :meth:`Diffusion.add_condition_value`. ``train="conditioner"``
@@ -473,10 +429,10 @@ def finetune_diffusion(
     """
     if train not in ("conditioner", "all"):
         raise GeneratorError(f"train must be 'conditioner' or 'all', got {train!r}")
-    for f, vocab in gen.config["conditions"].items():
-        new = sorted({v for v in cells.labels.get(f, []) if v and v not in vocab})
+    for f, vals in cells.labels.items():
+        new = sorted({v for v in vals if v and v not in gen.config["conditions"].get(f, [])})
         if new:
-            raise GeneratorError(f"{f} values {new} are unknown to the model; call add_condition_value first")
+            raise GeneratorError(f"{f} values {new} are unknown to the model; call add_condition_value({f!r}, ...) first")
     return _fit(gen, cells, out_dir, steps=steps, batch_size=batch_size, lr=lr, seed=seed, resume=resume,
                 sample_every=sample_every, save_every=save_every, progress=progress, train=train,
                 mode=f"finetune-{train}", grid_field=grid_field)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -28,24 +28,25 @@ def train_generator(
     family: Annotated[str, typer.Argument(help="diffusion | gan")],
     dataset: Annotated[str, typer.Option("--dataset", "-d")] = "alldata",
     out: Annotated[Path, typer.Option(help="checkpoint folder (resumes from it)")] = Path("checkpoints/generator"),
-    source: Annotated[Optional[list[str]], typer.Option(help="train on these sources (repeatable)")] = None,
+    source: Annotated[list[str] | None, typer.Option(help="train on these sources (repeatable)")] = None,
     split: Annotated[str, typer.Option(help="train | val | test | all")] = "train",
-    where: Annotated[Optional[list[str]], typer.Option(help="label filter field=a|b (repeatable)")] = None,
-    label_field: Annotated[Optional[list[str]], typer.Option(help="condition on these label fields")] = None,
+    where: Annotated[list[str] | None, typer.Option(help="label filter field=a|b (repeatable)")] = None,
+    label_field: Annotated[list[str] | None, typer.Option(help="condition on these label fields")] = None,
     image_size: Annotated[int, typer.Option(help="pixels (32-64 on CPU)")] = 64,
+    preset: Annotated[str, typer.Option(help="model size: tiny | cpu | gpu")] = "cpu",
     steps: Annotated[int, typer.Option(help="optimisation steps")] = 1000,
     batch_size: Annotated[int, typer.Option()] = 16,
     seed: Annotated[int, typer.Option()] = 0,
     sample_every: Annotated[int, typer.Option(help="write a sample grid every N steps")] = 200,
     save_every: Annotated[int, typer.Option(help="save a resumable state every N steps")] = 200,
-    max_samples: Annotated[Optional[int], typer.Option(help="use at most N training images")] = None,
+    max_samples: Annotated[int | None, typer.Option(help="use at most N training images")] = None,
 ) -> None:
     """Train a generator on real cells of the train split (resumable; grids under OUT/samples)."""
     from alldata.generate import train_generator as run
 
     run(
         family, dataset, out, image_size=image_size, sources=source, split=None if split == "all" else split,
-        where=_where(where), label_fields=label_field or ["cell_type"], max_samples=max_samples,
+        where=_where(where), label_fields=label_field or ["cell_type"], max_samples=max_samples, preset=preset,
         steps=steps, batch_size=batch_size, seed=seed, sample_every=sample_every, save_every=save_every,
     )
     console.print(f"checkpoint: {out}  (config.json + model.safetensors; sample grids in {out / 'samples'})")
@@ -58,7 +59,7 @@ def generate(
     condition: Annotated[str, typer.Option(help='e.g. "cell_type=lymphoblast" or "subtype=L3,nc_ratio=0.8"')] = "",
     num_samples: Annotated[int, typer.Option()] = 64,
     dataset: Annotated[str, typer.Option("--dataset", "-d")] = "alldata",
-    out: Annotated[Optional[Path], typer.Option(help="image folder (default CHECKPOINT/generated)")] = None,
+    out: Annotated[Path | None, typer.Option(help="image folder (default CHECKPOINT/generated)")] = None,
     seed: Annotated[int, typer.Option(help="batch k uses seed+k")] = 0,
     batch_size: Annotated[int, typer.Option()] = 64,
     sampler: Annotated[str, typer.Option(help="dpm++ | ddim | ddpm (diffusion only)")] = "dpm++",
@@ -79,12 +80,9 @@ def generate(
             f"{num_samples - plan.to_make} already in {dataset!r}; checkpoint {plan.checkpoint_sha256[:12]}"
         )
         return
-    kwargs = {"sampler": sampler, "num_inference_steps": steps, "guidance_scale": guidance_scale}
-    import json
-
-    family = json.loads((checkpoint / "config.json").read_text()).get("family") if (checkpoint / "config.json").is_file() else None
-    if family != "diffusion":
-        kwargs = {}
+    diffusion = {"sampler": sampler, "num_inference_steps": steps, "guidance_scale": guidance_scale}
+    plan = plan_generation(checkpoint, cond, num_samples, dataset, seed=seed, batch_size=batch_size)
+    kwargs = diffusion if plan.family == "diffusion" else {}
     plan, added = generate_to_dataset(
         checkpoint, cond, num_samples, dataset, out or checkpoint / "generated", seed=seed, batch_size=batch_size, **kwargs
     )

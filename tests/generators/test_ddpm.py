@@ -11,12 +11,21 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from alldata.generators.base import Generator, GeneratorError  # noqa: E402
-from alldata.generators.data import CellSet  # noqa: E402
-from alldata.generators.ddpm import Diffusion, finetune_diffusion, sample_loop, make_scheduler, train_diffusion  # noqa: E402
+from alldata.generators.base import Generator, GeneratorError
+from alldata.generators.data import CellSet
+from alldata.generators.ddpm import Diffusion, finetune_diffusion, make_scheduler, sample_loop, train_diffusion
 
 TINY = {"block_out_channels": (8, 16), "layers_per_block": 1, "norm_num_groups": 4}
 FAST = {"num_inference_steps": 3}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is several times faster than two on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def make_cells(n: int = 8, labels: dict | None = None, seed: int = 0) -> CellSet:
