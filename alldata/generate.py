@@ -20,7 +20,7 @@ from alldata import __version__
 from alldata.errors import AlldataError
 from alldata.schema import CellType, Diagnosis, F, Provenance, Subtype
 
-__all__ = ["PRESETS", "TRAINERS", "GeneratePlan", "generate_to_dataset", "plan_generation", "train_generator", "training_view"]
+__all__ = ["PRESETS", "TRAINERS", "finetune_generator", "GeneratePlan", "generate_to_dataset", "plan_generation", "train_generator", "training_view"]
 
 #: family -> "module:function" of its trainer (imported lazily: torch is heavy)
 TRAINERS = {"diffusion": "alldata.generators.ddpm:train_diffusion", "gan": "alldata.generators.gan:train_gan"}
@@ -97,6 +97,47 @@ def train_generator(
     cells = load_cells(view, image_size, label_fields=label_fields, max_samples=max_samples)
     module, fn = TRAINERS[family].split(":")
     return getattr(importlib.import_module(module), fn)(cells, out_dir, **{**PRESETS[family][preset], **train_kwargs})
+
+
+def finetune_generator(
+    checkpoint: str | Path,
+    dataset: str,
+    out_dir: str | Path,
+    *,
+    add: dict[str, str],
+    where: dict[str, str],
+    sources: Sequence[str] | None = None,
+    split: str | None = "train",
+    steps: int = 200,
+    **finetune_kwargs: Any,
+):
+    """Few-shot: grow a trained generator's vocabulary by ``add`` and fine-tune it on the few
+    real cells selected by ``where`` (e.g. a handful of FAB L3 blasts); saved to ``out_dir``.
+
+    This is how a rare class the base model never saw (``subtype=L3``) becomes sampleable:
+    the new condition row starts at the mean of the known ones and is fitted on the examples.
+    """
+    from alldata.generators.base import Generator
+    from alldata.generators.data import load_cells
+
+    if not add or not where:
+        raise AlldataError("give the new condition value(s) to add (e.g. subtype=L3) and a --where filter selecting their examples")
+    gen = Generator.from_pretrained(checkpoint)
+    known = gen.config.get("conditions", {})
+    for field_, value in add.items():
+        if value not in known.get(field_, []):
+            gen.add_condition_value(field_, value)
+    view = training_view(dataset, sources=sources, split=split, where=where)
+    cells = load_cells(view, int(gen.config["image_size"]), label_fields=list(gen.config["conditions"]))
+    if gen.family == "diffusion":
+        from alldata.generators.ddpm import finetune_diffusion
+
+        return finetune_diffusion(gen, cells, out_dir, steps=steps, **finetune_kwargs)
+    if gen.family == "gan":
+        from alldata.generators.gan import finetune_gan
+
+        return finetune_gan(gen, cells, out_dir, steps, base_dir=checkpoint, **finetune_kwargs)
+    raise AlldataError(f"generator family {gen.family!r} cannot be fine-tuned (only diffusion and gan)")
 
 
 def _slug(condition: dict[str, Any]) -> str:

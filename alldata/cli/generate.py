@@ -52,6 +52,29 @@ def train_generator(
     console.print(f"checkpoint: {out}  (config.json + model.safetensors; sample grids in {out / 'samples'})")
 
 
+@app.command("finetune-generator")
+@handle_errors
+def finetune_generator(
+    checkpoint: Annotated[Path, typer.Option(help="a trained checkpoint (diffusion or gan)")],
+    add: Annotated[list[str], typer.Option(help="new condition value field=value, e.g. subtype=L3 (repeatable)")],
+    where: Annotated[list[str], typer.Option(help="select the few examples: field=a|b (repeatable)")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d")] = "alldata",
+    out: Annotated[Path, typer.Option(help="where the fine-tuned checkpoint goes")] = Path("checkpoints/finetuned"),
+    source: Annotated[list[str] | None, typer.Option(help="only these sources (repeatable)")] = None,
+    split: Annotated[str, typer.Option(help="train | val | test | all")] = "train",
+    steps: Annotated[int, typer.Option()] = 200,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Few-shot: teach a trained generator a rare class (e.g. FAB L3) from a handful of images."""
+    from alldata.generate import finetune_generator as run
+
+    added = _where(add)
+    run(checkpoint, dataset, out, add=added, where=_where(where), sources=source,
+        split=None if split == "all" else split, steps=steps, seed=seed)
+    cond = ",".join(f"{k}={v}" for k, v in added.items())
+    console.print(f"fine-tuned checkpoint: {out}  (sample it with --checkpoint {out} --condition {cond})")
+
+
 @app.command()
 @handle_errors
 def generate(

@@ -56,3 +56,28 @@ def test_synthetic_never_trains_on_test_or_synthetic(cells_dataset):
 
     view = training_view(cells_dataset)
     assert set(view.values(F.SPLIT)) == {"train"} and not any(view.values(F.IS_SYNTHETIC))
+
+
+@pytest.mark.parametrize("family", ["diffusion", "gan"])
+def test_few_shot_rare_class_from_the_cli(tmp_path, dataset_name, family):
+    """A model trained without L3 learns `subtype=L3` from three examples, then samples it."""
+    root = tmp_path / "cells"
+    for cls, n in (("lymphoblast", 6), ("lymphocyte", 6), ("L3", 3)):
+        for i in range(n):
+            write_image(root / cls / f"{cls}_{i}.png", (20, 20), seed=hash((cls, i)) % 1000)
+    runner.invoke(app, ["ingest", "folder", str(root), "--dataset", dataset_name])
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    r = runner.invoke(app, ["train-generator", family, "--dataset", dataset_name, "--out", str(base), "--preset", "tiny",
+                            "--image-size", "16", "--steps", "2", "--batch-size", "4", "--split", "all",
+                            "--where", "cell_type=lymphoblast|lymphocyte"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["generate", "--checkpoint", str(base), "--condition", "subtype=L3", "--dataset", dataset_name])
+    assert r.exit_code == 1  # the base model has never seen L3
+    r = runner.invoke(app, ["finetune-generator", "--checkpoint", str(base), "--add", "subtype=L3", "--where", "subtype=L3",
+                            "--dataset", dataset_name, "--out", str(tuned), "--steps", "2", "--split", "all"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["generate", "--checkpoint", str(tuned), "--condition", "subtype=L3", "--num-samples", "2",
+                            "--dataset", dataset_name, "--steps", "2"])
+    assert r.exit_code == 0 and "added 2" in r.output, r.output
+    syn = fo.load_dataset(dataset_name).match_tags(F.TAG_SYNTHETIC)
+    assert set(syn.values(f"{F.SUBTYPE}.label")) == {"L3"}
