@@ -20,7 +20,7 @@ from alldata import __version__
 from alldata.errors import AlldataError
 from alldata.schema import CellType, Diagnosis, F, Provenance, Subtype
 
-__all__ = ["PRESETS", "TRAINERS", "finetune_generator", "GeneratePlan", "generate_to_dataset", "plan_generation", "train_generator", "training_view"]
+__all__ = ["PRESETS", "TRAINERS", "GeneratePlan", "finetune_generator", "generate_to_dataset", "plan_generation", "train_generator", "training_view"]
 
 #: family -> "module:function" of its trainer (imported lazily: torch is heavy)
 TRAINERS = {"diffusion": "alldata.generators.ddpm:train_diffusion", "gan": "alldata.generators.gan:train_gan"}
