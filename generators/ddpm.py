@@ -209,7 +209,7 @@ class Diffusion(Generator):
         with torch.no_grad():
             return self.conditioner(labels, values)
 
-    def sample(self, num_samples: int, condition: dict[str, Any], seed: int, *, sampler: str = "dpm++",
+    def sample(self, num_samples: int, condition: dict[str, Any], seed: int, *, sampler: str = "ddim",
                num_inference_steps: int = 20, guidance_scale: float = 2.0, batch_size: int = 64,
                progress: bool = False) -> np.ndarray:
         """``num_samples`` uint8 ``(N, H, W, 3)`` images; each image's noise comes from (seed, index)."""

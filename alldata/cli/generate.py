@@ -85,7 +85,7 @@ def generate(
     out: Annotated[Path | None, typer.Option(help="image folder (default CHECKPOINT/generated)")] = None,
     seed: Annotated[int, typer.Option(help="batch k uses seed+k")] = 0,
     batch_size: Annotated[int, typer.Option()] = 64,
-    sampler: Annotated[str, typer.Option(help="dpm++ | ddim | ddpm (diffusion only)")] = "dpm++",
+    sampler: Annotated[str, typer.Option(help="ddim | dpm++ | ddpm (diffusion only)")] = "ddim",
     steps: Annotated[int, typer.Option("--steps", help="sampler steps (diffusion only)")] = 20,
     guidance_scale: Annotated[float, typer.Option(help="classifier-free guidance (diffusion only)")] = 2.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, make nothing")] = False,
