@@ -1,0 +1,184 @@
+"""Hand-crafted features of single-cell images: colour, shape and GLCM texture.
+
+One row per image, in the order of :func:`feature_names` (37 columns):
+
+* **colour** (12): ``color_{r,g,b,h,s,v}_{mean,std}``, the mean and standard deviation of
+  each RGB and HSV channel (all scaled to [0, 1]; hue is not treated as circular, which is
+  harmless here because stained cells sit around violet, H ~ 0.75, far from the wrap at
+  red) over the pixels of the **cell** (mask > 0).
+* **shape** (13), from the segmentation:
+  ``{cell,nucleus}_{area,perimeter,circularity,eccentricity,solidity}``, ``nc_ratio``,
+  ``cell_found``, ``nucleus_found``. The cell is mask > 0, the nucleus mask == 2, each taken
+  as one region even when it has several pieces (a lobed nucleus keeps all its lobes).
+  Area is the pixel count and perimeter the Crofton estimate
+  (``skimage.measure.regionprops(...).perimeter_crofton``), both in **pixels**, so they
+  depend on magnification; circularity is ``4 pi area / perimeter**2`` (about 1 for a
+  disk at any size, lower for irregular outlines); eccentricity and solidity are those of
+  ``regionprops``; ``nc_ratio`` is nucleus area / cell area (in [0, 1]). The two flags are
+  1.0 when the region was found, else 0.0.
+* **texture** (12): ``glcm_{contrast,homogeneity,energy,correlation}_d{1,2,4}``, grey-level
+  co-occurrence properties (``skimage.feature.graycomatrix`` / ``graycoprops``) at
+  distances 1, 2 and 4 pixels, averaged over the angles 0, 45, 90 and 135 degrees (so they
+  do not depend on the cell's orientation), on the grey image quantised to 31 levels.
+  Only pixel pairs with **both** pixels inside the cell count (the outside is given its
+  own level, and that level's row and column are dropped from the matrix).
+
+Masks: pass 0/1/2 masks (e.g. expert masks) or leave them out; a missing mask is made by
+``otsu_hsv`` with ``keep="center"`` (single-cell crops), or by the ``segmenter`` given.
+
+When segmentation fails (the fallback, never an error):
+
+* no cell: colour and texture are computed over the **whole image**, every shape feature
+  is NaN and ``cell_found`` is 0;
+* a cell but no nucleus: the nucleus shape features and ``nc_ratio`` are NaN and
+  ``nucleus_found`` is 0;
+* a region with no pixel pair at some GLCM distance (a sliver): that distance's texture
+  features are NaN.
+
+So rows can hold NaN; every classifier in :mod:`alldata.models.classify_classic` fills NaN
+with the training median of its column before scaling (and the flags say which rows were
+filled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from skimage import color
+from skimage.feature import graycomatrix, graycoprops
+from skimage.measure import regionprops
+
+from alldata.models.base import ModelError
+
+__all__ = ["GLCM_ANGLES", "GLCM_DISTANCES", "GLCM_LEVELS", "GLCM_PROPS", "extract_features", "feature_names"]
+
+#: GLCM settings (distances in pixels, angles in radians, grey levels inside the cell).
+GLCM_DISTANCES = (1, 2, 4)
+GLCM_ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
+GLCM_PROPS = ("contrast", "homogeneity", "energy", "correlation")
+GLCM_LEVELS = 31
+
+_CHANNELS = ("r", "g", "b", "h", "s", "v")
+_SHAPE = ("area", "perimeter", "circularity", "eccentricity", "solidity")
+
+
+def feature_names() -> list[str]:
+    """The column names of :func:`extract_features`, in order.
+
+    Examples:
+        >>> names = feature_names()
+        >>> len(names), names[0], names[-1]
+        (37, 'color_r_mean', 'glcm_correlation_d4')
+    """
+    names = [f"color_{c}_{stat}" for c in _CHANNELS for stat in ("mean", "std")]
+    names += [f"{region}_{p}" for region in ("cell", "nucleus") for p in _SHAPE]
+    names += ["nc_ratio", "cell_found", "nucleus_found"]
+    names += [f"glcm_{p}_d{d}" for p in GLCM_PROPS for d in GLCM_DISTANCES]
+    return names
+
+
+def _colour(img: np.ndarray, region: np.ndarray) -> list[float]:
+    pixels = img[region]
+    rgb = pixels.astype(np.float64) / 255.0
+    hsv = color.rgb2hsv(pixels[:, None, :])[:, 0, :]  # only the region's pixels
+    px = np.concatenate([rgb, hsv], axis=1)
+    return [v for ch in range(6) for v in (float(px[:, ch].mean()), float(px[:, ch].std()))]
+
+
+def _shape(region: np.ndarray) -> list[float]:
+    if not region.any():
+        return [np.nan] * len(_SHAPE)
+    props = regionprops(region.astype(np.uint8))[0]
+    area, perimeter = float(props.area), float(props.perimeter_crofton)
+    circularity = 4 * np.pi * area / perimeter**2 if perimeter > 0 else np.nan
+    return [area, perimeter, circularity, float(props.eccentricity), float(props.solidity)]
+
+
+def _texture(img: np.ndarray, region: np.ndarray) -> list[float]:
+    ys, xs = np.nonzero(region)
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    grey = color.rgb2gray(img[box])
+    levels = GLCM_LEVELS + 1  # level 0 = outside the cell
+    q = (1 + np.round(grey * (GLCM_LEVELS - 1))).astype(np.uint8)
+    q[~region[box]] = 0
+    glcm = graycomatrix(q, GLCM_DISTANCES, GLCM_ANGLES, levels=levels, symmetric=True, normed=False)
+    glcm = glcm[1:, 1:]
+    has_pairs = glcm.sum(axis=(0, 1, 3)) > 0  # per distance
+    out = []
+    for prop in GLCM_PROPS:
+        values = graycoprops(glcm, prop).mean(axis=1)
+        out += [float(v) if ok else np.nan for v, ok in zip(values, has_pairs)]
+    return out
+
+
+def _features_one(img: np.ndarray, mask: np.ndarray) -> list[float]:
+    cell = mask > 0
+    nucleus = mask == 2
+    region = cell if cell.any() else np.ones(mask.shape, bool)
+    cell_shape, nuc_shape = _shape(cell), _shape(nucleus)
+    nc = nuc_shape[0] / cell_shape[0] if cell.any() and nucleus.any() else np.nan
+    flags = [float(cell.any()), float(nucleus.any())]
+    return _colour(img, region) + cell_shape + nuc_shape + [nc] + flags + _texture(img, region)
+
+
+def _check_pair(i: int, img: np.ndarray, mask: np.ndarray | None) -> None:
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ModelError(f"image {i}: expected an RGB uint8 array (H, W, 3), got {img.dtype} {img.shape}")
+    if mask is None:
+        return
+    if mask.shape != img.shape[:2]:
+        raise ModelError(f"image {i}: mask shape {mask.shape} != image shape {img.shape[:2]}")
+    if mask.size and (mask.min() < 0 or mask.max() > 2):
+        raise ModelError(f"image {i}: mask values {sorted(np.unique(mask).tolist())[:5]}... are not 0/1/2")
+
+
+def extract_features(
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None] | None = None,
+    *,
+    segmenter=None,
+) -> tuple[np.ndarray, list[str]]:
+    """Colour, shape and texture features of single-cell images.
+
+    Args:
+        images: RGB ``uint8`` arrays ``(H, W, 3)``, one cell each (sizes may differ).
+        masks: 0/1/2 masks (background / cytoplasm / nucleus) matching the images, or
+            ``None``; a ``None`` (the whole argument or one entry) is made by ``segmenter``.
+        segmenter: an object with ``segment(image)``; default
+            ``OtsuHSV(keep="center")``.
+
+    Returns:
+        ``(features, names)``: a float64 array ``(len(images), 37)`` (NaN where a
+        feature is undefined, see the module docstring) and :func:`feature_names`.
+
+    Raises:
+        ModelError: a non-RGB-uint8 image, a mask of another size or with other values,
+            or ``masks`` of another length than ``images``.
+
+    Examples:
+        >>> import numpy as np
+        >>> img = np.full((64, 64, 3), 235, np.uint8)
+        >>> yy, xx = np.mgrid[:64, :64]
+        >>> img[np.hypot(yy - 32, xx - 32) < 20] = (170, 150, 215)
+        >>> img[np.hypot(yy - 32, xx - 32) < 14] = (90, 40, 130)
+        >>> X, names = extract_features([img])
+        >>> X.shape, bool(np.isfinite(X).all())
+        ((1, 37), True)
+    """
+    if masks is not None and len(masks) != len(images):
+        raise ModelError(f"got {len(images)} images but {len(masks)} masks; pass one mask (or None) per image")
+    rows = []
+    for i, image in enumerate(images):
+        img = np.asarray(image)
+        mask = None if masks is None or masks[i] is None else np.asarray(masks[i])
+        _check_pair(i, img, mask)
+        if mask is None:
+            if segmenter is None:
+                from alldata.models.segment_classic import OtsuHSV
+
+                segmenter = OtsuHSV(keep="center")
+            mask = segmenter.segment(img)
+        rows.append(_features_one(img, mask))
+    names = feature_names()
+    return np.asarray(rows, np.float64).reshape(len(rows), len(names)), names
