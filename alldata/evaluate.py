@@ -39,6 +39,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from alldata.errors import AlldataError, SplitError
+from alldata.split import UnionFind
 
 __all__ = [
     "CI",
@@ -144,23 +145,6 @@ def _check_alpha(alpha: float, n_boot: int) -> None:
 # --- leak-free folds ------------------------------------------------------------------------
 
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        self.parent.setdefault(x, x)
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
 def grouped_kfold(
     groups: Sequence[Hashable],
     strata: Sequence[Hashable | None] | None = None,
@@ -207,7 +191,7 @@ def grouped_kfold(
         )
     if int(k) != k or k < 2:
         raise SplitError(f"k={k!r} must be an integer >= 2; use 5 or 10 folds")
-    uf = _UnionFind()
+    uf = UnionFind()
     first_with_hash: dict[str, str] = {}
     for g, h in zip(groups_s, hashes_l):
         uf.find(g)

@@ -40,7 +40,9 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     return parts  # type: ignore[return-value]
 
 
-class _UnionFind:
+class UnionFind:
+    """Disjoint sets of keys; the smallest key names each set (deterministic)."""
+
     def __init__(self) -> None:
         self.parent: dict[str, str] = {}
 
@@ -68,7 +70,7 @@ def assign_splits(
 
     Deterministic for the same inputs and seed, whatever their order.
     """
-    uf = _UnionFind()
+    uf = UnionFind()
     first_with_hash: dict[str, str] = {}
     for g, h in zip(groups, hashes):
         uf.find(g)
