@@ -93,12 +93,12 @@ class Atlas(Source):
             if entry.name.startswith("."):
                 continue
             if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
-                self._skip_once(
+                self.skip_once(
                     entry, "image directly in the atlas root has no category; move it into a category folder"
                 )
             elif entry.is_dir() and category_labels(entry.name) is None:
                 known = ", ".join(sorted(CATEGORIES))
-                self._skip_once(
+                self.skip_once(
                     entry,
                     f"unknown atlas category {entry.name!r}; known: {known}; "
                     "rename the folder or use the `folder` source",
@@ -107,7 +107,7 @@ class Atlas(Source):
                 out += list_images(entry)
                 for sub in sorted(entry.iterdir()):
                     if sub.is_dir() and not sub.name.startswith("."):
-                        self._skip_once(sub, f"subfolder not read; put its images directly in {entry.name}/")
+                        self.skip_once(sub, f"subfolder not read; put its images directly in {entry.name}/")
         return out
 
     def load(self, path: Path) -> Sample:
@@ -131,11 +131,3 @@ class Atlas(Source):
             subtype=subtype,
         )
 
-    def _skip_once(self, path: Path, reason: str) -> None:
-        """Record ``path`` as skipped unless it already is (items() runs more than once)."""
-        with self._lock:
-            seen: set[str] = self.__dict__.setdefault("_recorded", set())
-            if str(path) in seen:
-                return
-            seen.add(str(path))
-        self.skip(path, reason)

@@ -61,6 +61,7 @@ class Source:
         self.root = Path(root).expanduser() if root is not None else source_root(self.name, self.dirname)
         self.problems: list[Problem] = []
         self._lock = threading.Lock()
+        self._skipped_once: set[str] = set()
 
     # --- the contract ----------------------------------------------------------------
     def check(self) -> None:
@@ -105,6 +106,14 @@ class Source:
         """Record a file that could not be ingested (thread-safe)."""
         with self._lock:
             self.problems.append(Problem(str(path), reason, "skipped"))
+
+    def skip_once(self, path: str | Path, reason: str) -> None:
+        """Record ``path`` as skipped unless it already is (``items()`` may run more than once)."""
+        with self._lock:
+            if str(path) in self._skipped_once:
+                return
+            self._skipped_once.add(str(path))
+        self.skip(path, reason)
 
     def _missing(self, what: str) -> NoReturn:
         raise SourceNotFoundError(

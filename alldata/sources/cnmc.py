@@ -178,7 +178,7 @@ class CNMC(Source):
         if p is None:
             return []
         if p.packaging == "kaggle" and (self.root / "C-NMC_training_data").is_dir():
-            self._skip_once(
+            self.skip_once(
                 self.root / "C-NMC_training_data",
                 "both Kaggle and TCIA packagings present; only the Kaggle one is read",
             )
@@ -236,20 +236,9 @@ class CNMC(Source):
 
     def _prelim_labels(self, p: _Paths) -> dict[str, tuple[str, str, str]] | None:
         """The prelim CSV, read once per instance (thread-safe); its problems are recorded once."""
-        if "_labels" in self.__dict__:
-            return self.__dict__["_labels"]
-        labels, problems = read_prelim_labels(p.prelim_csv, p.prelim)
         with self._lock:
-            if "_labels" not in self.__dict__:
-                self.__dict__["_labels"] = labels
+            if not hasattr(self, "_labels"):
+                self._labels, problems = read_prelim_labels(p.prelim_csv, p.prelim)
                 self.problems.extend(problems)
-            return self.__dict__["_labels"]
+            return self._labels
 
-    def _skip_once(self, path: Path, reason: str) -> None:
-        """Record ``path`` as skipped unless it already is (items() runs more than once)."""
-        with self._lock:
-            seen: set[str] = self.__dict__.setdefault("_recorded", set())
-            if str(path) in seen:
-                return
-            seen.add(str(path))
-        self.skip(path, reason)

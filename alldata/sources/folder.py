@@ -23,10 +23,6 @@ class ClassFolderSource(Source):
     #: folder name -> fields of the Sample (diagnosis, cell_type, subtype)
     CLASS_MAP: ClassVar[dict[str, dict[str, Any]]] = {}
 
-    def __init__(self, root: str | Path | None = None) -> None:
-        super().__init__(root)
-        self._unknown: set[str] = set()  # unknown class folders already reported
-
     @property
     def class_dir(self) -> Path:
         return self.root
@@ -50,9 +46,7 @@ class ClassFolderSource(Source):
         out = []
         for d in self._classes():
             if self.fields_for(d.name) is None:
-                if d.name not in self._unknown:
-                    self._unknown.add(d.name)
-                    self.skip(d, f"unknown class folder {d.name!r}; known {sorted(self.CLASS_MAP)}; its images were not loaded")
+                self.skip_once(d, f"unknown class folder {d.name!r}; known {sorted(self.CLASS_MAP)}; its images were not loaded")
                 continue
             out += list_images(d)
         return out
