@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/alldata ingest --all --dataset $(DATASET)
+	$(BIN)/alldata link-crops --dataset $(DATASET)
 	$(BIN)/alldata split --dataset $(DATASET) --by group --ratios 0.7,0.15,0.15 --seed 0
 	$(BIN)/alldata info $(DATASET)
 
