@@ -59,7 +59,7 @@ import hashlib
 import json
 import math
 import struct
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1168,7 +1168,7 @@ def plan_compose(
     keys = [f"{SOURCE}/{source_id(seed, i)}" for i in range(num_samples)]
     have = _existing(dataset, keys)
     todo = [i for i, k in enumerate(keys) if k not in have]
-    count = lambda recs: dict(sorted(_counts(r.source for r in recs).items()))
+    count = lambda recs: dict(sorted(Counter(r.source for r in recs).items()))
     return ComposePlan(
         dataset=dataset,
         out_dir=str(Path(out_dir)),
@@ -1181,13 +1181,6 @@ def plan_compose(
         config={k: v for k, v in gen.config.items() if k not in ("donor_keys", "background_keys")},
         first_file=str(Path(out_dir) / png_name(seed, todo[0])) if todo else None,
     )
-
-
-def _counts(items: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for x in items:
-        out[x] = out.get(x, 0) + 1
-    return out
 
 
 def run_compose(

@@ -149,7 +149,8 @@ def _components(mask: np.ndarray) -> np.ndarray:
 
 
 class _Params:
-    """``params`` / ``__repr__`` from the constructor arguments a subclass stores."""
+    """``params`` / ``__repr__`` from the constructor arguments a subclass stores, and the
+    default ``instances`` (connected regions of ``segment``) that watershed overrides."""
 
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -157,6 +158,13 @@ class _Params:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({args})"
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def instances(self, image: np.ndarray) -> np.ndarray:
+        """One label per connected cell region (touching cells are not split)."""
+        return _components(self.segment(image))
 
 
 # --- otsu_hsv -----------------------------------------------------------------------------
@@ -285,10 +293,6 @@ class OtsuHSV(_Params):
             cell = _central(cell)
         return _to_classes(cell, nucleus)
 
-    def instances(self, image: np.ndarray) -> np.ndarray:
-        """One label per connected cell region (touching cells are not split)."""
-        return _components(self.segment(image))
-
 
 # --- kmeans_color -------------------------------------------------------------------------
 @SEGMENTERS.register("kmeans_color")
@@ -371,10 +375,6 @@ class KMeansColor(_Params):
         if self.keep == "center":
             cell = _central(cell)
         return _to_classes(cell, nucleus)
-
-    def instances(self, image: np.ndarray) -> np.ndarray:
-        """One label per connected cell region (touching cells are not split)."""
-        return _components(self.segment(image))
 
 
 # --- watershed ----------------------------------------------------------------------------
