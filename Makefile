@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q uv
 	# torch through pip: it takes the release that lies on this machine's disk (uv would download ~3 GB)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[gen,dev]'
+	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[gen,hub,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
