@@ -50,6 +50,7 @@ __all__ = [
     "RocCurve",
     "SegmentationReport",
     "aji",
+    "aji_terms",
     "auc",
     "bootstrap_ci",
     "bootstrap_indices",
@@ -708,6 +709,28 @@ def instance_metrics(
     )
 
 
+def aji_terms(true_inst: np.ndarray, pred_inst: np.ndarray) -> tuple[int, int]:
+    """The AJI's numerator C and denominator U for one image (see :func:`aji`).
+
+    Summing C and U over images and dividing gives the dataset-level AJI, the usual way to
+    pool it (an image with few cells then weighs little).
+    """
+    _, p_ids, t_area, p_area, inter, union = _instance_overlaps(true_inst, pred_inst)
+    if len(t_area) == 0:
+        return 0, int(p_area.sum())
+    if len(p_ids) == 0:
+        return 0, int(t_area.sum())
+    best = np.argmax(inter / union, axis=1)
+    rows = np.arange(len(t_area))
+    hit = inter[rows, best] > 0
+    c = inter[rows[hit], best[hit]].sum()
+    u = union[rows[hit], best[hit]].sum() + t_area[~hit].sum()
+    unused = np.ones(len(p_ids), dtype=bool)
+    unused[best[hit]] = False
+    u += p_area[unused].sum()
+    return int(c), int(u)
+
+
 def aji(true_inst: np.ndarray, pred_inst: np.ndarray) -> float:
     """Aggregated Jaccard Index (Kumar et al. 2017, IEEE TMI 36(7)) of two instance maps.
 
@@ -721,20 +744,8 @@ def aji(true_inst: np.ndarray, pred_inst: np.ndarray) -> float:
     absorbs: merges are penalised. 1 for a perfect match, 0 with no overlap at all, NaN
     when both maps are empty.
     """
-    _, p_ids, t_area, p_area, inter, union = _instance_overlaps(true_inst, pred_inst)
-    if len(t_area) == 0:
-        return math.nan if len(p_area) == 0 else 0.0
-    if len(p_ids) == 0:
-        return 0.0
-    best = np.argmax(inter / union, axis=1)
-    rows = np.arange(len(t_area))
-    hit = inter[rows, best] > 0
-    c = inter[rows[hit], best[hit]].sum()
-    u = union[rows[hit], best[hit]].sum() + t_area[~hit].sum()
-    unused = np.ones(len(p_ids), dtype=bool)
-    unused[best[hit]] = False
-    u += p_area[unused].sum()
-    return float(c / u)
+    c, u = aji_terms(true_inst, pred_inst)
+    return math.nan if u == 0 else float(c / u)
 
 
 # --- bootstrap --------------------------------------------------------------------------------

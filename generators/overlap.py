@@ -51,6 +51,27 @@ cells cover earlier ones, and the masks of earlier cells are reduced to their vi
 part. Composite ``i`` of a run with seed ``s`` is drawn from
 ``numpy.random.default_rng([s, i])`` alone (no global random state), so any one composite
 can be re-made, and a resumed run makes the same images.
+
+Generated donors (``synthetic_donors``, off by default): cells made by ``alldata generate``
+(``is_synthetic``, ``image_kind == "cell"``, not val/test, not tagged ``reject``) can be
+donors too. ``"all"`` takes every such cell, a generator name (``"gan"``, ``"diffusion"``
+or ``"generator=NAME"``) the cells of that generator, ``"view=NAME"`` (or a bare saved-view
+name) the synthetic cells of a saved view. They have no mask, so a reference segmenter
+(:func:`alldata.models.get_segmenter`, ``otsu_hsv`` with ``keep="center"`` by default)
+gives one **when the pool is loaded**; its masks are cached on disk by segmenter settings
+and image sha256 (``$ALLDATA_HOME/cache/overlap-masks/``), so re-runs do not segment again.
+A generated cell whose mask is empty, not compact (solidity < 0.85; the largest component
+is kept), cut by the image border or of an implausible size is rejected then, with a
+reason (:attr:`OverlapComposer.synthetic_rejected`). Their pixel scale is unknown (a
+generator mixes the scales of its training sources) unless ``rbc_px`` names their source
+(``"synthetic/gan"``): they are then drawn at the typical white-cell size, the geometric
+mean of ``cell_diameter_range`` red cells, and kept when the cell spans 0.15 to 0.95 of
+the image side. With ``balance_sources`` each generator is one more donor source. The
+config records the selection, the segmenter and ``synthetic_donor_keys``; the pool
+fingerprint covers the generated cells and their masks; every pasted instance says
+``synthetic`` (True for a generated cell) and its ``donor_key``. The instance masks are
+exact for what was pasted (the segmenter's mask); its nucleus / cytoplasm split is the
+segmenter's estimate.
 """
 
 from __future__ import annotations
@@ -58,6 +79,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import struct
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
@@ -81,6 +103,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "DEFAULT_DONOR_SOURCES",
     "RBC_PX",
+    "SYNTHETIC_CELLS_FIELD",
     "ComposePlan",
     "ComposeReport",
     "Composite",
@@ -89,8 +112,12 @@ __all__ = [
     "PairOverlap",
     "compose_to_dataset",
     "hed_jitter",
+    "load_synthetic_donor_records",
     "plan_compose",
+    "rejection_counts",
     "run_compose",
+    "segmenter_spec",
+    "synthetic_donor_view",
 ]
 
 FAMILY = "overlap"
@@ -103,6 +130,8 @@ RBC_PX: dict[str, float] = {"all_idb2": 70.0, "all_idb1": 72.0, "bccd": 100.0, "
 _NOT_WBC = {CellType.rbc.value, CellType.platelet.value}
 _BLACK = 30  # a black-background pixel is one whose brightest channel is at most this
 _SEGMENTED_FIELD = "segmented_filepath"
+#: Composites made with generated donors record how many of their cells are generated here.
+SYNTHETIC_CELLS_FIELD = "synthetic_cells"
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "output_size": 256,
@@ -123,7 +152,18 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "donor_keys": [],
     "background_keys": [],
     "pool_sha256": None,
+    "synthetic_donors": None,  # which generated cells may be donors (None: none; see the module doc)
+    "synthetic_segmenter": None,  # {"name": ..., "params": {...}} giving their masks
+    "synthetic_donor_keys": [],  # the donor_keys that are generated cells
 }
+#: Config keys left out of a saved config when no generated donors are used (older
+#: checkpoints, and their sha256, stay exactly as they were).
+_SYNTHETIC_KEYS = ("synthetic_donors", "synthetic_segmenter", "synthetic_donor_keys")
+#: Pool keys a ``sample`` condition may not override.
+_POOL_KEYS = {"dataset", "donor_keys", "background_keys", "pool_sha256", *_SYNTHETIC_KEYS}
+#: A generated cell of unknown pixel scale must span this fraction of its image side.
+SYNTHETIC_DIAMETER_RANGE = (0.15, 0.95)
+DEFAULT_SYNTHETIC_SEGMENTER = "otsu_hsv"
 
 
 # --- small helpers ----------------------------------------------------------------------
@@ -175,7 +215,26 @@ def _check_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise GeneratorError(f"rbc_px values must be positive, got {out['rbc_px']}")
     out["donor_keys"] = [str(k) for k in out["donor_keys"]]
     out["background_keys"] = [str(k) for k in out["background_keys"]]
+    out["synthetic_donor_keys"] = [str(k) for k in out["synthetic_donor_keys"]]
+    if out["synthetic_donors"] is not None:
+        out["synthetic_donors"] = str(out["synthetic_donors"])
+    seg = out["synthetic_segmenter"]
+    if seg is not None:
+        if not isinstance(seg, dict) or not isinstance(seg.get("name"), str) or not isinstance(seg.get("params", {}), dict):
+            raise GeneratorError(f"synthetic_segmenter = {seg!r}: must be {{'name': <segmenter>, 'params': {{...}}}}")
+        out["synthetic_segmenter"] = {"name": seg["name"], "params": dict(seg.get("params", {}))}
+    if out["synthetic_donor_keys"] and (seg is None or out["synthetic_donors"] is None):
+        raise GeneratorError("synthetic_donor_keys need synthetic_donors and synthetic_segmenter (build with from_dataset)")
+    if set(out["synthetic_donor_keys"]) - set(out["donor_keys"]):
+        raise GeneratorError("synthetic_donor_keys must be a subset of donor_keys")
     return out
+
+
+def _saved_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config as saved: without the generated-donor keys when none are used."""
+    if cfg.get("synthetic_donors") is None:
+        return {k: v for k, v in cfg.items() if k not in _SYNTHETIC_KEYS}
+    return dict(cfg)
 
 
 def _write_empty_safetensors(path: Path, metadata: dict[str, str]) -> None:
@@ -283,6 +342,7 @@ class DonorRecord:
     cell_type: str | None
     diagnosis: str | None
     subtype: str | None
+    synthetic: bool = False  # a generated cell (its ``seg`` comes from a reference segmenter)
 
 
 @dataclass
@@ -299,6 +359,7 @@ class Donor:
     subtype: str | None
     diameter: float  # equivalent diameter of the cell in its own pixels
     plasma: np.ndarray | None = None  # RGB of the donor image's background, when it has one
+    synthetic: bool = False  # a generated cell
 
 
 @dataclass(frozen=True)
@@ -327,6 +388,16 @@ def _donor_view(view: fo.Dataset | fo.DatasetView, sources: Sequence[str] | None
     v = view.match({F.IMAGE_KIND: ImageKind.cell.value, F.IS_SYNTHETIC: {"$ne": True}, F.DUPLICATE_OF: None,
                     F.SPLIT: {"$nin": ["val", "test"]}})
     return v.match({F.SOURCE: {"$in": list(sources)}}) if sources else v
+
+
+def _saved_view(ds: fo.Dataset, name: str | None) -> fo.Dataset | fo.DatasetView:
+    """``ds`` itself, or its saved view ``name`` (an error lists the saved views)."""
+    if not name:
+        return ds
+    if name not in ds.list_saved_views():
+        have = ", ".join(ds.list_saved_views()) or "(none)"
+        raise GeneratorError(f"dataset {ds.name!r} has no saved view {name!r}; saved views: {have}")
+    return ds.load_saved_view(name)
 
 
 def _background_view(view: fo.Dataset | fo.DatasetView, sources: Sequence[str] | None) -> fo.DatasetView:
@@ -398,10 +469,194 @@ def load_background_records(
     return [recs[j] for j in order], [rec_fps[j] for j in order]
 
 
+def synthetic_donor_view(ds: fo.Dataset, selector: str) -> fo.DatasetView:
+    """The generated cells of ``ds`` that ``selector`` allows as donors.
+
+    ``selector``: ``"all"``; a generator name (``"gan"``, ``"diffusion"``, any value of the
+    ``generator`` field) or ``"generator=NAME"``; a saved view name or ``"view=NAME"``.
+    Only synthetic, non-duplicate cell images outside val/test and not tagged ``reject`` are
+    taken, whatever the selector.
+
+    Raises:
+        GeneratorError: an unknown selector, or no generated cell selected; the message lists
+            the generators and saved views there are.
+    """
+    from alldata.curation import curated
+
+    text = selector.strip()
+    kind, _, value = text.partition("=") if "=" in text else ("", "", text)
+    kind, value = kind.strip(), value.strip()
+    usable = {F.IS_SYNTHETIC: True, F.IMAGE_KIND: ImageKind.cell.value, F.DUPLICATE_OF: None,
+              F.SPLIT: {"$nin": ["val", "test"]}}
+    base = ds.match(usable)
+    have = sorted(v for v in base.distinct(F.GENERATOR) if v) if ds.has_field(F.GENERATOR) else []
+    views = ds.list_saved_views()
+    known = f"generators with cells here: {', '.join(have) or '(none)'}; saved views: {', '.join(views) or '(none)'}"
+    if not kind:
+        from alldata.generators.base import FAMILY_MODULES
+
+        if value == "all":
+            kind = "all"
+        elif value in have or value in FAMILY_MODULES:
+            kind = "generator"
+        elif value in views:
+            kind = "view"
+    if kind == "all":
+        view = base
+    elif kind == "generator" and value:
+        view = base.match({F.GENERATOR: value})
+    elif kind == "view" and value in views:
+        view = ds.load_saved_view(value).match(usable)
+    else:
+        raise GeneratorError(
+            f"synthetic donors {selector!r}: not 'all', a generator, 'generator=NAME' or a saved view "
+            f"('view=NAME') of dataset {ds.name!r} ({known})"
+        )
+    view = curated(view)
+    if len(view) == 0:
+        raise GeneratorError(
+            f"synthetic donors {selector!r}: no generated cell images outside val/test in dataset {ds.name!r} "
+            f"({known}). Generate some first, e.g. `alldata generate --checkpoint CKPT --dataset {ds.name}`, "
+            "or pick one of those."
+        )
+    return view
+
+
+def segmenter_spec(name: str = DEFAULT_SYNTHETIC_SEGMENTER) -> dict[str, Any]:
+    """``{"name", "params"}`` of reference segmenter ``name`` as used on one generated cell.
+
+    ``keep="center"`` where the segmenter takes it (one cell per image), every other
+    parameter at its default and spelled out, so a config records exactly what ran.
+
+    Raises:
+        UnknownNameError: ``name`` is not a registered segmenter (with close matches).
+
+    Examples:
+        >>> segmenter_spec("otsu_hsv")["params"]["keep"]
+        'center'
+    """
+    import inspect
+
+    from alldata.models import SEGMENTERS
+
+    cls = SEGMENTERS.get(name)
+    params: dict[str, Any] = {"keep": "center"} if "keep" in inspect.signature(cls).parameters else {}
+    return {"name": name, "params": dict(getattr(cls(**params), "params", params))}
+
+
+def _mask_cache_dir(segmenter: dict[str, Any]) -> Path:
+    """``$ALLDATA_HOME/cache/overlap-masks/<name>-<digest of the settings>``."""
+    from alldata.config import home
+
+    digest = hashlib.sha256(json.dumps(segmenter, sort_keys=True).encode()).hexdigest()[:16]
+    return home() / "cache" / "overlap-masks" / f"{segmenter['name']}-{digest}"
+
+
+def _read_mask(path: Path) -> np.ndarray | None:
+    """A cached 0/1/2 mask, or None when it is missing or unreadable (then it is made again)."""
+    try:
+        with Image.open(path) as img:
+            m = np.asarray(img, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    return m if m.ndim == 2 and int(m.max(initial=0)) <= 2 else None
+
+
+def _synthetic_problem(seg: np.ndarray, rbc: float | None) -> str | None:
+    """Why the segmenter's mask of a generated cell cannot be used (``"kind: detail"``), or None."""
+    mask = ndimage.binary_fill_holes(_largest_component(seg > 0))
+    if not mask.any():
+        return "empty mask: the segmenter found no cell"
+    solidity = _solidity(mask)
+    if solidity < 0.85:
+        return f"not compact: solidity {solidity:.2f} < 0.85"
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    if ys.min() == 0 or xs.min() == 0 or ys.max() == h - 1 or xs.max() == w - 1:
+        return "cut off: the cell touches the image border"
+    diameter = 2 * math.sqrt(mask.sum() / math.pi)
+    if rbc is not None and not 0.6 <= diameter / rbc <= 4.0:
+        return f"implausible size: {diameter / rbc:.2f} red cells (kept: 0.6 to 4)"
+    lo, hi = SYNTHETIC_DIAMETER_RANGE
+    if rbc is None and not lo <= diameter / min(h, w) <= hi:
+        return f"implausible size: the cell spans {diameter / min(h, w):.2f} of the image side (kept: {lo} to {hi})"
+    return None
+
+
+def load_synthetic_donor_records(
+    view: fo.Dataset | fo.DatasetView,
+    segmenter: dict[str, Any],
+    rbc_px: dict[str, float],
+    *,
+    cache: bool = True,
+) -> tuple[list[DonorRecord], list[str], dict[str, str]]:
+    """Generated-cell donors of ``view``, masked by ``segmenter`` (see :func:`segmenter_spec`).
+
+    Masks are read from the on-disk cache (``$ALLDATA_HOME/cache/overlap-masks/<segmenter>-<settings
+    digest>/<image sha256>.png``, keyed by the image's stored sha256) or made and, when
+    ``cache``, written there.
+
+    Returns:
+        The usable records (sorted by key), their fingerprints (record sha256, segmenter,
+        mask sha256) and ``{key: reason}`` for the generated cells rejected.
+    """
+    from alldata.errors import AlldataError
+
+    keys, sources, paths, shas, fps = view.values([F.KEY, F.SOURCE, "filepath", F.SHA256, F.RECORD_SHA256])
+    labels = [view.values(f"{f}.label") for f in (F.CELL_TYPE, F.DIAGNOSIS, F.SUBTYPE)]
+    cache_dir = _mask_cache_dir(segmenter)
+    model = None
+    recs, rec_fps, rejected = [], [], {}
+    for i in sorted(range(len(keys)), key=lambda j: keys[j]):
+        cached = cache_dir / f"{shas[i]}.png" if shas[i] else None
+        seg = _read_mask(cached) if cached is not None and cached.is_file() else None
+        if seg is None:
+            if model is None:
+                from alldata.models import get_segmenter
+
+                model = get_segmenter(segmenter["name"], **segmenter["params"])
+            try:
+                seg = np.asarray(model.segment(_read_rgb(paths[i])), dtype=np.uint8)
+            except AlldataError as e:  # unreadable, or too small to segment
+                rejected[keys[i]] = f"unusable image: {e}"
+                continue
+            if cache and cached is not None:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+                Image.fromarray(seg).save(tmp, format="PNG")
+                tmp.replace(cached)
+        why = _synthetic_problem(seg, rbc_px.get(sources[i]))
+        if why:
+            rejected[keys[i]] = why
+            continue
+        recs.append(
+            DonorRecord(
+                keys[i], sources[i], paths[i], None, seg,
+                _label(labels[0][i]), _label(labels[1][i]), _label(labels[2][i]), synthetic=True,
+            )
+        )
+        mask_sha = hashlib.sha256(f"{seg.shape}".encode() + seg.tobytes()).hexdigest()
+        rec_fps.append(f"{fps[i] or ''}\t{cache_dir.name}\t{mask_sha}")
+    return recs, rec_fps, rejected
+
+
+def _merge_donors(
+    a: list[DonorRecord], afps: list[str], b: list[DonorRecord], bfps: list[str]
+) -> tuple[list[DonorRecord], list[str]]:
+    """Two sorted donor lists (and their fingerprints) as one, sorted by key."""
+    pairs = sorted(zip(a + b, afps + bfps), key=lambda p: p[0].key)
+    return [r for r, _ in pairs], [fp for _, fp in pairs]
+
+
+def rejection_counts(rejected: dict[str, str]) -> dict[str, int]:
+    """``{kind: count}`` of rejection reasons (the part before the first ``": "``), most common first."""
+    return dict(Counter(why.split(": ", 1)[0] for why in rejected.values()).most_common())
+
+
 def _pool_sha(donors: list[DonorRecord], dfps: list[str], bgs: list[BackgroundRecord], bfps: list[str]) -> str:
     h = hashlib.sha256()
     for r, fp in zip(donors, dfps):
-        h.update(f"donor\t{r.key}\t{fp}\n".encode())
+        h.update(f"{'synthetic' if r.synthetic else 'donor'}\t{r.key}\t{fp}\n".encode())
     for r, fp in zip(bgs, bfps):
         h.update(f"background\t{r.key}\t{fp}\n".encode())
     return h.hexdigest()
@@ -421,10 +676,12 @@ class Instance:
     diagnosis: str | None = None
     subtype: str | None = None
     classes: bool = False  # whether the donor had nucleus / cytoplasm classes
+    synthetic: bool = False  # whether the donor is a generated cell
 
     def to_box(self, order: int) -> Box:
         attrs: dict[str, Any] = {
             "donor_key": self.donor_key,
+            "synthetic": bool(self.synthetic),
             "cell_area_px": int(self.area),
             "visible_fraction": float(self.visible_fraction),
             "paste_order": int(order),
@@ -537,6 +794,8 @@ class OverlapComposer(Generator):
         self._donor_index: dict[str, list[int]] | None = None
         #: donors that could not be used, and why (filled as they are drawn)
         self.rejected: dict[str, str] = {}
+        #: generated cells refused as donors when the pool was loaded, and why
+        self.synthetic_rejected: dict[str, str] = {}
 
     # --- construction ------------------------------------------------------------------
     @classmethod
@@ -551,6 +810,10 @@ class OverlapComposer(Generator):
         donor_sources: Sequence[str] | None = DEFAULT_DONOR_SOURCES,
         background_sources: Sequence[str] | None = DEFAULT_BACKGROUND_SOURCES,
         donors_view: str | None = None,
+        backgrounds_view: str | None = None,
+        synthetic_donors: str | None = None,
+        synthetic_segmenter: str = DEFAULT_SYNTHETIC_SEGMENTER,
+        cache_masks: bool = True,
         **config: Any,
     ) -> OverlapComposer:
         """A composer whose pools are the donors and backgrounds of ``dataset``.
@@ -560,23 +823,50 @@ class OverlapComposer(Generator):
             donor_sources: donor sources (``None``: every source of the donor view).
             background_sources: background sources (``None``: every smear source).
             donors_view: a saved view of ``dataset`` to take the donors from.
+            backgrounds_view: a saved view of ``dataset`` to take the backgrounds from (the
+                benchmark passes a fold's training side, so no test smear becomes a background).
+            synthetic_donors: which generated cells may be donors too (``None``: none;
+                ``"all"``, a generator such as ``"gan"``, or a saved view; see
+                :func:`synthetic_donor_view`).
+            synthetic_segmenter: the reference segmenter that masks them.
+            cache_masks: write the generated cells' masks to the on-disk cache.
             **config: settings (see :data:`DEFAULT_CONFIG`).
 
         Raises:
-            GeneratorError: no usable donor or no background; the message says what to ingest.
+            GeneratorError: no usable donor or no background (the message says what to
+                ingest), or generated donors asked for and none usable (with the reasons).
         """
         from alldata.store import load_dataset
 
         ds = load_dataset(dataset)
         cfg = _check_config({**config, "dataset": dataset})
-        base = ds
-        if donors_view:
-            if donors_view not in ds.list_saved_views():
-                have = ", ".join(ds.list_saved_views()) or "(none)"
-                raise GeneratorError(f"dataset {dataset!r} has no saved view {donors_view!r}; saved views: {have}")
-            base = ds.load_saved_view(donors_view)
+        base = _saved_view(ds, donors_view)
         donors, dfps = load_donor_records(_donor_view(base, donor_sources))
-        bgs, bfps = load_background_records(_background_view(ds, background_sources), cfg["rbc_px"])
+        bgs, bfps = load_background_records(
+            _background_view(_saved_view(ds, backgrounds_view), background_sources), cfg["rbc_px"]
+        )
+        synthetic: list[DonorRecord] = []
+        syn_rejected: dict[str, str] = {}
+        if synthetic_donors is not None:
+            spec = segmenter_spec(synthetic_segmenter)
+            view = synthetic_donor_view(ds, synthetic_donors)
+            synthetic, sfps, syn_rejected = load_synthetic_donor_records(view, spec, cfg["rbc_px"], cache=cache_masks)
+            if not synthetic:
+                counts = ", ".join(f"{k} {n}" for k, n in rejection_counts(syn_rejected).items())
+                key, why = next(iter(syn_rejected.items()))
+                raise GeneratorError(
+                    f"none of the {len(syn_rejected)} generated cells selected by synthetic donors "
+                    f"{synthetic_donors!r} in {dataset!r} (val/test cells are never donors) is usable: "
+                    f"segmenter {synthetic_segmenter} rejected "
+                    f"them all ({counts}; e.g. {key}: {why}). Check the images (a short or failed generator "
+                    "run gives no cells), try another segmenter, or leave synthetic donors out."
+                )
+            donors, dfps = _merge_donors(donors, dfps, synthetic, sfps)
+            cfg.update(
+                synthetic_donors=synthetic_donors,
+                synthetic_segmenter=spec,
+                synthetic_donor_keys=[r.key for r in synthetic],
+            )
         if not donors:
             which = ", ".join(donor_sources) if donor_sources else "any source"
             raise GeneratorError(
@@ -590,7 +880,7 @@ class OverlapComposer(Generator):
                 f"no smear backgrounds in dataset {dataset!r} from {which}. "
                 f"Ingest one first, e.g. `alldata ingest bccd --dataset {dataset}`."
             )
-        missing = sorted({r.source for r in donors + bgs} - set(cfg["rbc_px"]))
+        missing = sorted(({r.source for r in donors if not r.synthetic} | {r.source for r in bgs}) - set(cfg["rbc_px"]))
         if missing:
             raise GeneratorError(
                 f"no pixel scale (red-cell diameter in pixels) for source(s) {missing}; "
@@ -603,6 +893,8 @@ class OverlapComposer(Generator):
         )
         gen = cls(cfg)
         gen._donors, gen._backgrounds = donors, bgs
+        gen.synthetic_rejected = dict(syn_rejected)
+        gen.rejected.update(syn_rejected)
         return gen
 
     def _ensure_pool(self) -> tuple[list[DonorRecord], list[BackgroundRecord]]:
@@ -615,7 +907,13 @@ class OverlapComposer(Generator):
         if not cfg.get("dataset") or not cfg["donor_keys"] or not cfg["background_keys"]:
             raise GeneratorError("this composer has no donor or background pool; build it with OverlapComposer.from_dataset")
         ds = load_dataset(cfg["dataset"])
-        donors, dfps = load_donor_records(ds.match({F.KEY: {"$in": cfg["donor_keys"]}}))
+        syn_keys = set(cfg["synthetic_donor_keys"])
+        real_keys = [k for k in cfg["donor_keys"] if k not in syn_keys]
+        donors, dfps = load_donor_records(ds.match({F.KEY: {"$in": real_keys}}))
+        if syn_keys:
+            view = ds.match({F.KEY: {"$in": sorted(syn_keys)}, F.IS_SYNTHETIC: True})
+            synthetic, sfps, _ = load_synthetic_donor_records(view, cfg["synthetic_segmenter"], cfg["rbc_px"])
+            donors, dfps = _merge_donors(donors, dfps, synthetic, sfps)
         bgs, bfps = load_background_records(ds.match({F.KEY: {"$in": cfg["background_keys"]}}), cfg["rbc_px"])
         if [r.key for r in donors] != cfg["donor_keys"] or [r.key for r in bgs] != cfg["background_keys"]:
             lost = len(set(cfg["donor_keys"]) - {r.key for r in donors}) + len(set(cfg["background_keys"]) - {r.key for r in bgs})
@@ -645,7 +943,7 @@ class OverlapComposer(Generator):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         _write_empty_safetensors(d / WEIGHTS_NAME, {"family": self.family, "weights": "none"})
-        cfg = dict(self.config, family=self.family)
+        cfg = dict(_saved_config(self.config), family=self.family)
         tmp = d / (CONFIG_NAME + ".tmp")
         tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True))
         tmp.replace(d / CONFIG_NAME)
@@ -672,11 +970,12 @@ class OverlapComposer(Generator):
         """
         gen = self
         if condition:
-            bad = set(condition) - (set(DEFAULT_CONFIG) - {"dataset", "donor_keys", "background_keys", "pool_sha256"})
+            bad = set(condition) - (set(DEFAULT_CONFIG) - _POOL_KEYS)
             if bad:
                 raise GeneratorError(f"unknown condition {sorted(bad)} for an overlap composer; it takes settings such as overlap_range")
             gen = type(self)({**self.config, **condition})
             gen._donors, gen._backgrounds = self._ensure_pool()
+            gen.synthetic_rejected = dict(self.synthetic_rejected)
         s = gen.config["output_size"]
         if num_samples <= 0:
             return np.zeros((0, s, s, 3), np.uint8)
@@ -689,7 +988,7 @@ class OverlapComposer(Generator):
     # --- donors ------------------------------------------------------------------------
     def _prepare(self, rec: DonorRecord) -> Donor | str:
         """Cut out the cell of ``rec`` or say why it cannot be used."""
-        rbc = self.config["rbc_px"][rec.source]
+        rbc = self.config["rbc_px"].get(rec.source)  # None: a generated cell of unknown scale
         classes = None
         if rec.seg is not None:
             img = _read_rgb(rec.filepath)
@@ -729,7 +1028,7 @@ class OverlapComposer(Generator):
         if ys.min() == 0 or xs.min() == 0 or ys.max() == h - 1 or xs.max() == w - 1:
             return "the cell touches the image border (cut off)"
         diameter = 2 * math.sqrt(mask.sum() / math.pi)
-        if not 0.6 <= diameter / rbc <= 4.0:
+        if rbc is not None and not 0.6 <= diameter / rbc <= 4.0:
             return f"cell diameter {diameter / rbc:.2f} red cells is implausible for a white cell (kept: 0.6 to 4)"
         plasma = _plasma(img, ~ndimage.binary_dilation(mask, iterations=3))
         m = 3
@@ -740,7 +1039,7 @@ class OverlapComposer(Generator):
         label = CellType(rec.cell_type) if rec.cell_type in CellType._value2member_map_ else CellType.wbc
         return Donor(
             rec.key, rec.source, image, mask, None if classes is None else classes[y0:y1, x0:x1],
-            label, rec.diagnosis, rec.subtype, diameter, plasma,
+            label, rec.diagnosis, rec.subtype, diameter, plasma, rec.synthetic,
         )
 
     def donor(self, rec: DonorRecord) -> Donor | None:
@@ -796,8 +1095,11 @@ class OverlapComposer(Generator):
         rbc_out = cfg["rbc_diameter"] * s_out
         # the source's pixel scale, then the cell's size clamped to a plausible white-cell size
         # (sources mix magnifications: some ALL-IDB2 crops are zoomed far more than others)
-        d_rbc = donor.diameter / cfg["rbc_px"][donor.source]
         d_lo, d_hi = cfg["cell_diameter_range"]
+        if donor.source in cfg["rbc_px"]:
+            d_rbc = donor.diameter / cfg["rbc_px"][donor.source]
+        else:  # a generated cell of unknown scale: the typical white-cell size
+            d_rbc = math.sqrt(d_lo * d_hi)
         jitter = float(rng.uniform(*cfg["scale_range"]))
         scale = rbc_out * min(max(d_rbc, d_lo), d_hi) / donor.diameter * jitter
         angle = float(rng.uniform(0.0, 360.0)) if cfg["rotate"] else 0.0
@@ -1040,6 +1342,7 @@ class OverlapComposer(Generator):
                     diagnosis=c.donor.diagnosis,
                     subtype=c.donor.subtype,
                     classes=c.donor.classes is not None,
+                    synthetic=c.donor.synthetic,
                 )
             )
         overlaps: list[PairOverlap] = []
@@ -1055,7 +1358,8 @@ class OverlapComposer(Generator):
             "index": index,
             "background": bg_info,
             "cells": [
-                {"donor": c.donor.key, "y": c.y, "x": c.x, **c.params} for c in placed
+                {"donor": c.donor.key, "y": c.y, "x": c.x, **c.params, **({"synthetic": True} if c.donor.synthetic else {})}
+                for c in placed
             ],
             "overlaps": [p.to_dict() for p in overlaps],
             "dropped_cells": dropped,
@@ -1090,10 +1394,18 @@ class ComposeReport:
     unclean_backgrounds: int = 0  # crops that overlap an annotated WBC
     unannotated_backgrounds: int = 0  # crops of smears with no WBC annotation
     dropped_cells: int = 0
+    synthetic_donors: int = 0  # generated cells accepted as donors
+    synthetic_rejected: dict[str, str] = field(default_factory=dict)  # generated cells refused, and why
+    pasted_cells: int = 0  # cells pasted into the composites added by this run
+    pasted_synthetic: int = 0  # of which generated
 
     @property
     def mean_overlap(self) -> float | None:
         return float(np.mean(self.controlled_overlaps)) if self.controlled_overlaps else None
+
+    @property
+    def synthetic_rejected_by_reason(self) -> dict[str, int]:
+        return rejection_counts(self.synthetic_rejected)
 
 
 @dataclass
@@ -1110,6 +1422,8 @@ class ComposePlan:
     backgrounds: dict[str, int]
     config: dict[str, Any]
     first_file: str | None
+    synthetic_donors: int = 0  # generated cells usable as donors
+    synthetic_rejected: dict[str, int] = field(default_factory=dict)  # generated cells refused, by reason
 
 
 def _condition(cfg: dict[str, Any], donor_sources: Sequence[str] | None, background_sources: Sequence[str] | None) -> dict[str, Any]:
@@ -1117,10 +1431,16 @@ def _condition(cfg: dict[str, Any], donor_sources: Sequence[str] | None, backgro
     cond = {k: cfg[k] for k in keys}
     cond["donor_sources"] = sorted(donor_sources) if donor_sources else None
     cond["background_sources"] = sorted(background_sources) if background_sources else None
+    if cfg["synthetic_donors"] is not None:
+        cond["synthetic_donors"] = cfg["synthetic_donors"]
+        cond["synthetic_segmenter"] = cfg["synthetic_segmenter"]["name"]
     return cond
 
 
 def _to_sample(c: Composite, path: Path, sha: str, condition: dict[str, Any]) -> Sample:
+    extra = {}
+    if "synthetic_donors" in condition:  # how many pasted cells are generated ones
+        extra[SYNTHETIC_CELLS_FIELD] = sum(inst.synthetic for inst in c.instances)
     return make_synthetic_sample(
         path,
         family=FAMILY,
@@ -1136,6 +1456,7 @@ def _to_sample(c: Composite, path: Path, sha: str, condition: dict[str, Any]) ->
         cells=c.boxes(),
         segmentation=SegMask(mask=c.semantic, annotator=FAMILY),
         wbc_labels=[inst.label for inst in c.instances],
+        extra=extra,
     )
 
 
@@ -1158,11 +1479,15 @@ def plan_compose(
     donor_sources: Sequence[str] | None = DEFAULT_DONOR_SOURCES,
     background_sources: Sequence[str] | None = DEFAULT_BACKGROUND_SOURCES,
     donors_view: str | None = None,
+    synthetic_donors: str | None = None,
+    synthetic_segmenter: str = DEFAULT_SYNTHETIC_SEGMENTER,
     **config: Any,
 ) -> ComposePlan:
-    """What :func:`run_compose` would make, reading the store only (writes nothing)."""
+    """What :func:`run_compose` would make, reading the store only (writes nothing, not even
+    the generated cells' mask cache)."""
     gen = OverlapComposer.from_dataset(
-        dataset, donor_sources=donor_sources, background_sources=background_sources, donors_view=donors_view, **config
+        dataset, donor_sources=donor_sources, background_sources=background_sources, donors_view=donors_view,
+        synthetic_donors=synthetic_donors, synthetic_segmenter=synthetic_segmenter, cache_masks=False, **config
     )
     donors, bgs = gen._ensure_pool()
     keys = [f"{SOURCE}/{source_id(seed, i)}" for i in range(num_samples)]
@@ -1178,8 +1503,10 @@ def plan_compose(
         to_make=len(todo),
         donors=count(donors),
         backgrounds=count(bgs),
-        config={k: v for k, v in gen.config.items() if k not in ("donor_keys", "background_keys")},
+        config={k: v for k, v in _saved_config(gen.config).items() if k not in ("donor_keys", "background_keys", "synthetic_donor_keys")},
         first_file=str(Path(out_dir) / png_name(seed, todo[0])) if todo else None,
+        synthetic_donors=len(gen.config["synthetic_donor_keys"]),
+        synthetic_rejected=rejection_counts(gen.synthetic_rejected),
     )
 
 
@@ -1192,6 +1519,8 @@ def run_compose(
     donor_sources: Sequence[str] | None = DEFAULT_DONOR_SOURCES,
     background_sources: Sequence[str] | None = DEFAULT_BACKGROUND_SOURCES,
     donors_view: str | None = None,
+    synthetic_donors: str | None = None,
+    synthetic_segmenter: str = DEFAULT_SYNTHETIC_SEGMENTER,
     progress: bool = True,
     batch_size: int = 32,
     **config: Any,
@@ -1202,10 +1531,11 @@ def run_compose(
     if seed < 0:
         raise GeneratorError(f"seed must be non-negative, got {seed}")
     gen = OverlapComposer.from_dataset(
-        dataset, donor_sources=donor_sources, background_sources=background_sources, donors_view=donors_view, **config
+        dataset, donor_sources=donor_sources, background_sources=background_sources, donors_view=donors_view,
+        synthetic_donors=synthetic_donors, synthetic_segmenter=synthetic_segmenter, **config
     )
     out = Path(out_dir)
-    new_cfg = json.dumps(dict(gen.config, family=FAMILY), indent=2, sort_keys=True)
+    new_cfg = json.dumps(dict(_saved_config(gen.config), family=FAMILY), indent=2, sort_keys=True)
     if (out / CONFIG_NAME).is_file() and (out / CONFIG_NAME).read_text() != new_cfg:
         raise GeneratorError(
             f"{out} already holds composites of another overlap configuration (its {CONFIG_NAME} differs: "
@@ -1223,7 +1553,10 @@ def run_compose(
             "another overlap configuration, so these would not be the same images. Use another --seed, "
             "another dataset, or the settings they were made with."
         )
-    report = ComposeReport(dataset, str(out), sha, requested=num_samples, skipped_existing=len(have))
+    report = ComposeReport(
+        dataset, str(out), sha, requested=num_samples, skipped_existing=len(have),
+        synthetic_donors=len(gen.config["synthetic_donor_keys"]), synthetic_rejected=dict(gen.synthetic_rejected),
+    )
     condition = _condition(gen.config, donor_sources, background_sources)
     todo = [i for i, k in enumerate(keys) if k not in have]
 
@@ -1239,6 +1572,8 @@ def run_compose(
             report.unclean_backgrounds += c.background_clean is False
             report.unannotated_backgrounds += c.background_clean is None
             report.dropped_cells += c.recipe["dropped_cells"]
+            report.pasted_cells += len(c.instances)
+            report.pasted_synthetic += sum(inst.synthetic for inst in c.instances)
             yield _to_sample(c, path, sha, condition)
 
     it = samples()
@@ -1260,6 +1595,8 @@ def compose_to_dataset(
     donor_sources: Sequence[str] | None = DEFAULT_DONOR_SOURCES,
     background_sources: Sequence[str] | None = DEFAULT_BACKGROUND_SOURCES,
     donors_view: str | None = None,
+    synthetic_donors: str | None = None,
+    synthetic_segmenter: str = DEFAULT_SYNTHETIC_SEGMENTER,
     progress: bool = True,
     **config: Any,
 ) -> int:
@@ -1269,8 +1606,11 @@ def compose_to_dataset(
     (``config.json`` + empty ``model.safetensors``) is saved to ``out_dir`` first and its
     :func:`~alldata.generators.base.checkpoint_sha256` is recorded in every sample's
     provenance. Samples have source ``synthetic/overlap``, ``source_id`` ``<seed>_<index>``,
-    ``image_kind`` smear, ``cells`` (instance boxes with visible masks), ``segmentation``
-    (annotator ``overlap``). Resumable: composites already in the dataset are skipped and
+    ``image_kind`` smear, ``cells`` (instance boxes with visible masks; attributes
+    ``donor_key`` and ``synthetic``), ``segmentation`` (annotator ``overlap``). With
+    ``synthetic_donors`` generated cells are donors too (see :func:`synthetic_donor_view`)
+    and each composite records how many of its cells are generated in
+    :data:`SYNTHETIC_CELLS_FIELD`. Resumable: composites already in the dataset are skipped and
     not re-rendered; composites of the same seed made with another configuration are an error.
 
     Returns:
@@ -1279,5 +1619,5 @@ def compose_to_dataset(
     return run_compose(
         dataset, num_samples, out_dir, seed,
         donor_sources=donor_sources, background_sources=background_sources, donors_view=donors_view,
-        progress=progress, **config,
+        synthetic_donors=synthetic_donors, synthetic_segmenter=synthetic_segmenter, progress=progress, **config,
     ).added

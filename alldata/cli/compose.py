@@ -1,4 +1,5 @@
-"""``alldata compose-overlaps``: real cells pasted onto real smears with controlled overlap."""
+"""``alldata compose-overlaps``: real (and optionally generated) cells pasted onto real smears
+with controlled overlap."""
 
 from __future__ import annotations
 
@@ -67,9 +68,21 @@ def compose_overlaps(
     background_source: Annotated[
         list[str] | None, typer.Option("--background-source", help="smear background source, repeatable (default: bccd, all_idb1)")
     ] = None,
+    synthetic_donors: Annotated[
+        str | None,
+        typer.Option(
+            "--synthetic-donors",
+            help="also paste generated cells: 'all', a generator ('gan', 'diffusion') or a saved view ('view=NAME')",
+        ),
+    ] = None,
+    synthetic_segmenter: Annotated[
+        str, typer.Option("--synthetic-segmenter", help="reference segmenter that masks the generated cells")
+    ] = "otsu_hsv",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be made; write nothing")] = False,
 ) -> None:
     """Compose overlapping real cells onto real smear crops, with exact instance masks.
+
+    With --synthetic-donors, generated cells are donors too (masked by a reference segmenter).
 
     Re-running with the same arguments adds nothing; an interrupted run resumes.
     """
@@ -90,7 +103,8 @@ def compose_overlaps(
         donors = None if donors_view else list(DEFAULT_DONOR_SOURCES)
     backgrounds = list(background_source) if background_source else list(DEFAULT_BACKGROUND_SOURCES)
     out_dir = out if out is not None else home() / "synthetic" / dataset / "overlap"
-    kw = {"donor_sources": donors, "background_sources": backgrounds, "donors_view": donors_view, **config}
+    kw = {"donor_sources": donors, "background_sources": backgrounds, "donors_view": donors_view,
+          "synthetic_donors": synthetic_donors, "synthetic_segmenter": synthetic_segmenter, **config}
     if dry_run:
         plan = plan_compose(dataset, num_samples, out_dir, seed, **kw)
         by = lambda d: ", ".join(f"{k} {v}" for k, v in d.items())
@@ -98,6 +112,8 @@ def compose_overlaps(
         console.print(f"  {plan.to_make} new composites (of {plan.requested}; {plan.existing} already there), seed {seed}")
         console.print(f"  donors: {by(plan.donors)} (candidates; unusable masks are rejected when drawn)")
         console.print(f"  backgrounds: {by(plan.backgrounds)}")
+        if synthetic_donors is not None:
+            _print_generated(synthetic_donors, synthetic_segmenter, plan.synthetic_donors, plan.synthetic_rejected)
         lo, hi = config["overlap_range"]
         clo, chi = config["cells_per_image"]
         console.print(f"  {output_size}x{output_size} px, {clo}-{chi} cells per image, overlap {lo:g}-{hi:g}", highlight=False)
@@ -129,7 +145,20 @@ def compose_overlaps(
             f"  [yellow]{r.unannotated_backgrounds} backgrounds[/] come from smears without WBC annotations "
             "(no annotated smear had a WBC-free crop); unlabelled WBCs may show"
         )
-    if r.rejected_donors:
-        key, why = next(iter(r.rejected_donors.items()))
-        console.print(f"  {len(r.rejected_donors)} donors rejected, e.g. {key}: {why}", highlight=False)
+    if synthetic_donors is not None:
+        _print_generated(synthetic_donors, synthetic_segmenter, r.synthetic_donors, r.synthetic_rejected_by_reason)
+        console.print(f"  {r.pasted_synthetic} of {r.pasted_cells} pasted cells generated (this run)", highlight=False)
+    real_rejected = {k: v for k, v in r.rejected_donors.items() if k not in r.synthetic_rejected}
+    if real_rejected:
+        key, why = next(iter(real_rejected.items()))
+        console.print(f"  {len(real_rejected)} donors rejected, e.g. {key}: {why}", highlight=False)
     console.print(f"  composer checkpoint sha256 {r.checkpoint_sha256[:16]}...", highlight=False)
+
+
+def _print_generated(selector: str, segmenter: str, usable: int, rejected: dict[str, int]) -> None:
+    why = ", ".join(f"{k} {n}" for k, n in rejected.items())
+    console.print(
+        f"  generated donors ({selector}, segmenter {segmenter}): {usable} usable, "
+        f"{sum(rejected.values())} rejected" + (f" ({why})" if why else ""),
+        highlight=False,
+    )
