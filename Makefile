@@ -21,6 +21,8 @@ demo: $(STAMP)
 	$(BIN)/alldata link-crops --dataset $(DATASET)
 	$(BIN)/alldata split --dataset $(DATASET) --by group --ratios 0.7,0.15,0.15 --seed 0
 	$(BIN)/alldata info $(DATASET)
+	# a few-minute rare-class benchmark (quick: 2 folds, 1 seed, tiny generator runs); prints the gain table
+	$(BIN)/alldata benchmark recipes/rare-class-recovery.yaml --dataset $(DATASET) --quick --out runs/rare-class-recovery-quick
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

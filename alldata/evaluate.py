@@ -159,7 +159,8 @@ def grouped_kfold(
     The unit is a *component*, as in :func:`alldata.split.assign_splits`: all samples of a
     group, merged with any other group holding a byte-identical file (same entry in
     ``hashes``). Each component's stratum is its majority stratum (ties: the smallest
-    name). Within each stratum, in sorted order, components are shuffled with
+    name; ``None`` entries do not vote, so one marked sample can stratify a component of
+    unmarked ones, e.g. the one annotated smear among its crops). Within each stratum, in sorted order, components are shuffled with
     ``np.random.default_rng(seed)`` and each goes to the fold holding the fewest samples
     of that stratum, then the fewest samples overall, then a seeded random fold order.
     So every fold gets a share of every stratum with enough components, fold sizes stay
@@ -206,7 +207,10 @@ def grouped_kfold(
         )
     votes: dict[str, Counter[str]] = defaultdict(Counter)
     for c, s in zip(comp_of, strata_l):
-        votes[c]["" if s is None else str(s)] += 1
+        votes[c]  # a component whose strata are all None gets stratum ""
+        if s is not None:
+            votes[c][str(s)] += 1
+    votes = {c: v or Counter({"": 1}) for c, v in votes.items()}
     stratum_of = {c: min(v.items(), key=lambda kv: (-kv[1], kv[0]))[0] for c, v in votes.items()}
     by_stratum: dict[str, list[str]] = defaultdict(list)
     for c in sorted(size):

@@ -36,11 +36,15 @@ SEGMENTER_MODULES: dict[str, str] = {
     "otsu_hsv": "alldata.models.segment_classic",
     "kmeans_color": "alldata.models.segment_classic",
     "watershed": "alldata.models.segment_classic",
+    "unet": "alldata.models.unet",
 }
 CLASSIFIER_MODULES: dict[str, str] = {
     "svm": "alldata.models.classify_classic",
     "random_forest": "alldata.models.classify_classic",
     "knn": "alldata.models.classify_classic",
+    "resnet18": "alldata.models.cnn",
+    "mobilenetv3": "alldata.models.cnn",
+    "efficientnet_b0": "alldata.models.cnn",
 }
 
 _INSTALL_HINT = "the reference models need scikit-learn and scikit-image: pip install 'alldata[gen]'"

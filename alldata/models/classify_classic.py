@@ -69,6 +69,7 @@ class _SklearnClassifier:
     """The shared fit / predict / save / load of the classical classifiers."""
 
     name: ClassVar[str]
+    input_kind: ClassVar[str] = "features"
     #: The model's parameters and their defaults (anything else is refused).
     defaults: ClassVar[dict[str, Any]]
 

@@ -18,8 +18,8 @@ from alldata.models import (
     get_segmenter,
 )
 
-EXPECTED_SEGMENTERS = ["kmeans_color", "otsu_hsv", "watershed"]
-EXPECTED_CLASSIFIERS = ["knn", "random_forest", "svm"]
+EXPECTED_SEGMENTERS = ["kmeans_color", "otsu_hsv", "unet", "watershed"]
+EXPECTED_CLASSIFIERS = ["efficientnet_b0", "knn", "mobilenetv3", "random_forest", "resnet18", "svm"]
 
 
 def test_import_is_light():
@@ -37,8 +37,8 @@ def test_registries_have_every_name():
     # the lazy module tables and the registrations agree
     assert sorted(SEGMENTER_MODULES) == EXPECTED_SEGMENTERS
     assert sorted(CLASSIFIER_MODULES) == EXPECTED_CLASSIFIERS
-    assert len(SEGMENTERS) == 3 and len(CLASSIFIERS) == 3
-    assert "otsu_hsv" in SEGMENTERS and "svm" in CLASSIFIERS and "unet" not in SEGMENTERS
+    assert len(SEGMENTERS) == 4 and len(CLASSIFIERS) == 6
+    assert "otsu_hsv" in SEGMENTERS and "svm" in CLASSIFIERS and "resnet18" not in SEGMENTERS
 
 
 @pytest.mark.parametrize("name", EXPECTED_SEGMENTERS)
@@ -69,7 +69,7 @@ def test_unknown_names_say_did_you_mean(registry, typo, hint):
 
 
 def test_unknown_name_without_close_match_lists_the_registered_names():
-    with pytest.raises(UnknownNameError, match="Registered: kmeans_color, otsu_hsv, watershed") as e:
+    with pytest.raises(UnknownNameError, match="Registered: kmeans_color, otsu_hsv, unet, watershed") as e:
         SEGMENTERS.get("zzzz")
     assert "Did you mean" not in str(e.value)
     with pytest.raises(KeyError):  # UnknownNameError is also a KeyError

@@ -7,11 +7,11 @@ import pytest
 from skimage import color
 
 from alldata.errors import ImageError
-from alldata.models import SEGMENTERS, ModelError, get_segmenter
+from alldata.models import SEGMENTER_MODULES, SEGMENTERS, ModelError, get_segmenter
 from alldata.models.segment_classic import KMeansColor, OtsuHSV, Watershed, _bstar, _saturation
 from tests.models._synthetic import cell_image, dice
 
-NAMES = SEGMENTERS.names()
+NAMES = [n for n in SEGMENTERS.names() if SEGMENTER_MODULES[n] == "alldata.models.segment_classic"]
 
 
 @pytest.mark.parametrize("name", NAMES)

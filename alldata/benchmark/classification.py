@@ -1,0 +1,360 @@
+"""The classification task: train a registered classifier on one arm's training set.
+
+Arms (:data:`alldata.recipes.ARM_KINDS` ``["classification"]``):
+
+* ``real``: the fold's real training samples (rare class cut, when the recipe has one).
+* ``oracle``: the same without the cut (all rare-class training groups).
+* ``oversample``: ``real`` plus repeats of the kept rare images.
+* ``augment``: ``real`` plus albumentations copies of them (:func:`alldata.models.augment.augment_images`).
+* ``gan`` / ``diffusion``: ``real`` plus samples of a generator trained from scratch on
+  the fold's training cells only (never a test cell), conditioned on the label, then
+  fine-tuned on the kept rare cells; cached per (arm, fold, seed) in the cell's shared
+  dir and its samples added to the dataset (tag ``synthetic``, provenance, ``recipe``).
+
+How many samples an arm adds (the same for every filling arm, so they compare fairly):
+with a rare class, enough to bring it up to the largest other class; without one, every
+class grows by the same share. Either way synthetic / (real + synthetic) never exceeds
+``mix.max_synthetic_ratio`` (:func:`fill_counts`).
+
+Classic models (``input_kind == "features"``, the default) see
+:func:`alldata.models.extract_features` of the image squared and resized to
+``data.image_size``; CNNs (``input_kind == "image"``) see the image itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alldata.benchmark.tasks import TASKS, CellContext, CellResult
+from alldata.errors import AlldataError
+from alldata.recipes import ARM_KINDS, GENERATOR_KINDS, Recipe
+from alldata.schema import F
+
+__all__ = ["ClassificationTask", "fill_counts"]
+
+
+def fill_counts(train_labels: list[str], recipe: Recipe) -> dict[str, int]:
+    """How many samples a filling arm adds per class (see the module docstring).
+
+    Examples:
+        >>> from alldata.recipes import Recipe
+        >>> r = Recipe.model_validate({"name": "x", "task": "classification", "baseline": "real",
+        ...     "data": {"sources": ["s"], "label_field": "diagnosis", "classes": ["ALL", "healthy"]},
+        ...     "rare": {"class": "ALL", "keep_fraction": 0.1}, "arms": [{"name": "real", "kind": "real"}],
+        ...     "models": [{"name": "knn"}], "metrics": ["accuracy"], "primary_metric": "accuracy"})
+        >>> fill_counts(["ALL"] * 2 + ["healthy"] * 10, r)
+        {'ALL': 8}
+    """
+    counts: dict[str, int] = {}
+    for lab in train_labels:
+        counts[lab] = counts.get(lab, 0) + 1
+    n = len(train_labels)
+    ratio = recipe.mix.max_synthetic_ratio
+    cap = math.floor(ratio / (1 - ratio) * n + 1e-9)
+    if recipe.rare is not None:
+        rare = recipe.rare.class_
+        others = [v for k, v in counts.items() if k != rare]
+        need = max(0, (max(others) if others else 0) - counts.get(rare, 0))
+        return {rare: min(need, cap)}
+    share = ratio / (1 - ratio)
+    return {k: math.floor(v * share + 1e-9) for k, v in sorted(counts.items())}
+
+
+def _load_image(path: str, size: int) -> np.ndarray:
+    from PIL import Image
+
+    from alldata.generators.data import square_resize
+
+    try:
+        with Image.open(path) as img:
+            return square_resize(img, size)
+    except OSError as e:
+        raise AlldataError(f"cannot read image {path} ({e}); re-ingest it or tag the sample 'reject'") from None
+
+
+class ClassificationTask:
+    """The ``classification`` benchmark task (one instance serves a whole run; it caches
+    images and features by sample id)."""
+
+    name = "classification"
+    arm_kinds = ARM_KINDS["classification"]
+
+    def __init__(self) -> None:
+        self._images: dict[tuple[str, int], np.ndarray] = {}
+        self._features: dict[tuple[str, int], np.ndarray] = {}
+        self._paths: dict[str, str] = {}
+
+    # --- data -----------------------------------------------------------------------------------------
+
+    def _filepaths(self, dataset: str, ids: list[str]) -> list[str]:
+        missing = [i for i in ids if i not in self._paths]
+        if missing:
+            from alldata.store import load_dataset
+
+            ds = load_dataset(dataset)
+            got_ids, paths = ds.select(missing).values(["id", "filepath"])
+            self._paths.update(zip(got_ids, paths))
+        return [self._paths[i] for i in ids]
+
+    def images(self, dataset: str, ids: list[str], size: int) -> list[np.ndarray]:
+        """The samples' images, squared and resized to ``size`` (cached)."""
+        paths = self._filepaths(dataset, ids)
+        out = []
+        for i, p in zip(ids, paths):
+            if (i, size) not in self._images:
+                self._images[(i, size)] = _load_image(p, size)
+            out.append(self._images[(i, size)])
+        return out
+
+    def features(self, dataset: str, ids: list[str], size: int) -> np.ndarray:
+        """Hand-crafted features of the samples' images (cached)."""
+        from alldata.models import extract_features
+
+        todo = [i for i in ids if (i, size) not in self._features]
+        if todo:
+            X, _ = extract_features(self.images(dataset, todo, size))
+            for i, row in zip(todo, X):
+                self._features[(i, size)] = row
+        return np.stack([self._features[(i, size)] for i in ids])
+
+    # --- arms -----------------------------------------------------------------------------------------
+
+    def _extra(self, ctx: CellContext, kind: str, params: dict[str, Any], size: int) -> tuple[list, list[str], list[str], dict]:
+        """Images (or sample ids) the arm adds: (in-memory images, their labels, synthetic ids, info)."""
+        if kind in ("real", "oracle"):
+            return [], [], [], {}
+        recipe, cell = ctx.recipe, ctx.cell
+        train_labels = [ctx.labels[i] for i in ctx.train_ids]
+        need = {k: v for k, v in fill_counts(train_labels, recipe).items() if v > 0}
+        if not need:
+            return [], [], [], {"fill": {}}
+        seed = 1000 * cell.seed + cell.fold
+        images: list[np.ndarray] = []
+        labels: list[str] = []
+        if kind in ("oversample", "augment"):
+            for cls, n in need.items():
+                src_ids = ctx.rare_kept if recipe.rare is not None else [i for i in ctx.train_ids if ctx.labels[i] == cls]
+                if not src_ids:
+                    continue
+                src = self.images(ctx.dataset, src_ids, size)
+                if kind == "oversample":
+                    images += [src[j % len(src)] for j in range(n)]
+                else:
+                    from alldata.models.augment import augment_images
+
+                    images += list(augment_images(np.stack(src), n, seed=seed, image_size=size,
+                                                  **({"strength": params["strength"]} if "strength" in params else {})))
+                labels += [cls] * n
+            return images, labels, [], {"fill": need}
+        if kind in GENERATOR_KINDS:
+            syn_ids, info = _synthesise(ctx, kind, params, need, seed)
+            return [], [], syn_ids, {"fill": need, **info}
+        raise AlldataError(f"arm kind {kind!r} is not a classification arm; allowed: {sorted(self.arm_kinds)}")
+
+    # --- the contract -----------------------------------------------------------------------------------
+
+    def run(self, ctx: CellContext) -> CellResult:
+        """Train the cell's model on its arm's training set and predict the test samples."""
+        from alldata.models import CLASSIFIERS
+
+        t0 = time.time()
+        recipe, cell = ctx.recipe, ctx.cell
+        arm = recipe.arm(cell.arm)
+        spec = next(m for m in recipe.models if m.name == cell.model)
+        size = recipe.data.image_size
+        extra_images, extra_labels, syn_ids, info = self._extra(ctx, arm.kind, dict(arm.params), size)
+        syn_labels = [ctx.labels[i] for i in syn_ids]  # set by _synthesise
+        y_train = [ctx.labels[i] for i in ctx.train_ids] + extra_labels + syn_labels
+        cls = CLASSIFIERS.get(cell.model)
+        kind = getattr(cls, "input_kind", "features")
+        if kind == "image":
+            clf = cls(seed=cell.seed, image_size=size, progress=False, **spec.params)
+            X_train = (self.images(ctx.dataset, ctx.train_ids, size) + list(extra_images)
+                       + self.images(ctx.dataset, syn_ids, size))
+            X_test = self.images(ctx.dataset, ctx.test_ids, size)
+        else:
+            from alldata.models import extract_features
+
+            clf = cls(seed=cell.seed, **spec.params)
+            parts = [self.features(ctx.dataset, ctx.train_ids, size)]
+            if extra_images:
+                parts.append(extract_features(extra_images)[0])
+            if syn_ids:
+                parts.append(self.features(ctx.dataset, syn_ids, size))
+            X_train = np.concatenate(parts)
+            X_test = self.features(ctx.dataset, ctx.test_ids, size)
+        clf.fit(X_train, y_train)
+        proba = np.asarray(clf.predict_proba(X_test), dtype=float)
+        fitted = [str(c) for c in clf.classes_]
+        classes = recipe.data.class_names() or sorted(set(ctx.labels.values()))
+        col = {c: j for j, c in enumerate(fitted)}
+        rows = []
+        for n, sid in enumerate(ctx.test_ids):
+            p = {c: float(proba[n, col[c]]) if c in col else 0.0 for c in classes}
+            rows.append({"id": sid, "group": ctx.groups[sid], "true": ctx.labels[sid],
+                         "pred": max(p, key=lambda c: (p[c], -classes.index(c))), "proba": p,
+                         "truth_field": recipe.data.label_field})
+        info.update(n_train=len(y_train), n_real=len(ctx.train_ids), n_synthetic=len(extra_labels) + len(syn_ids),
+                    n_rare_kept=len(ctx.rare_kept), input_kind=kind, seconds=round(time.time() - t0, 2))
+        return CellResult(rows=rows, metrics=self.score(rows), info=info)
+
+    def score(self, rows: list[dict]) -> dict[str, float]:
+        """Accuracy, balanced accuracy, macro/weighted F1, macro AUC and per-class metrics
+        (``sensitivity:<class>``, ``specificity:``, ``precision:``, ``f1:``, ``auc:``)."""
+        from alldata.evaluate import classification_metrics
+
+        if not rows:
+            return {}
+        labels = sorted(set(rows[0]["proba"]) | {r["true"] for r in rows} | {r["pred"] for r in rows})
+        scores = np.array([[r["proba"].get(c, 0.0) for c in labels] for r in rows])
+        rep = classification_metrics([r["true"] for r in rows], [r["pred"] for r in rows], labels=labels, scores=scores)
+        out = {"accuracy": rep.accuracy, "balanced_accuracy": rep.balanced_accuracy, "macro_f1": rep.macro["f1"],
+               "weighted_f1": rep.weighted["f1"], "macro_auc": rep.macro.get("auc", math.nan)}
+        for c in labels:
+            for m in ("sensitivity", "specificity", "precision", "f1", "auc"):
+                out[f"{m}:{c}"] = float(rep.per_class[c].get(m, math.nan))
+        return {k: float(v) for k, v in out.items()}
+
+    def write_predictions(self, dataset: str, field: str, rows: list[dict]) -> None:
+        """Write ``fo.Classification(label=pred, confidence)`` with ``truth_field`` / ``truth``
+        attributes to ``field`` of the rows' samples (the field is cleared first)."""
+        import fiftyone as fo
+
+        from alldata.store import load_dataset
+
+        ds = load_dataset(dataset)
+        if ds.has_sample_field(field):
+            ds.clear_sample_field(field)
+        if not rows:
+            return
+        values = {}
+        for r in rows:
+            values[r["id"]] = fo.Classification(
+                label=r["pred"], confidence=float(max(r["proba"].values())) if r["proba"] else None,
+                truth_field=r.get("truth_field"), truth=r["true"], correct=r["pred"] == r["true"],
+            )
+        ds.set_values(field, values, key_field="id")
+
+    def plots(self, rows_by_arm: dict[str, list[dict]], out_dir: Path, model: str, focus: str | None) -> list[Path]:
+        """ROC curves (of ``focus``, else of each class) across arms and a confusion matrix per arm."""
+        from alldata.evaluate import auc as area
+        from alldata.evaluate import confusion_matrix, plot_confusion, plot_roc, roc_curve
+
+        paths: list[Path] = []
+        any_rows = next((r for r in rows_by_arm.values() if r), None)
+        if not any_rows:
+            return paths
+        labels = sorted(any_rows[0]["proba"])
+        for c in [focus] if focus else labels:
+            curves = {}
+            for arm, rows in rows_by_arm.items():
+                y = [r["true"] for r in rows]
+                if c not in y or len(set(y)) < 2:
+                    continue
+                fpr, tpr, _ = roc_curve(y, [r["proba"].get(c, 0.0) for r in rows], pos_label=c)
+                curves[arm] = (fpr, tpr, area(fpr, tpr))
+            if curves:
+                paths.append(plot_roc(curves, out_dir / f"roc_{model}_{c}.png", title=f"ROC, {c} vs rest ({model})"))
+        for arm, rows in rows_by_arm.items():
+            cm = confusion_matrix([r["true"] for r in rows], [r["pred"] for r in rows], labels)
+            paths.append(plot_confusion(cm, labels, out_dir / f"confusion_{model}_{arm}.png", normalize=True,
+                                        title=f"{arm} ({model})"))
+        return paths
+
+
+TASKS.register("classification")(ClassificationTask)
+
+
+# --- generator arms -----------------------------------------------------------------------------------------
+
+
+def _cells_for(ctx: CellContext, ids: list[str], size: int):
+    """A :class:`CellSet` of ``ids`` conditioned on the recipe's (mapped) class labels."""
+    from alldata.generators.data import load_cells
+    from alldata.store import load_dataset
+
+    view = load_dataset(ctx.dataset).select(ids)
+    key_to_id = dict(zip(*view.values([F.KEY, "id"])))
+    cells = load_cells(view, size, label_fields=[ctx.recipe.data.label_field], progress=ctx.progress)
+    cells.labels = {ctx.recipe.data.label_field: [ctx.labels[key_to_id[k]] for k in cells.keys]}
+    return cells
+
+
+def _synthesise(ctx: CellContext, kind: str, params: dict[str, Any], need: dict[str, int], seed: int) -> tuple[list[str], dict]:
+    """Train (or reuse) the arm's generator on the fold's train cells, fine-tune it on the kept
+    rare cells, and add ``need`` samples per class to the dataset; returns their sample ids."""
+    from alldata.generate import PRESETS, generate_to_dataset
+    from alldata.generators.base import Generator, checkpoint_sha256
+    from alldata.store import load_dataset
+
+    recipe = ctx.recipe
+    shared = ctx.shared_dir or ctx.work_dir
+    size = int(params.get("image_size", 32 if kind == "diffusion" else recipe.data.image_size))
+    steps = int(params.get("steps", 200))
+    ft_steps = int(params.get("finetune_steps", 0))
+    batch = int(params.get("batch_size", 16))
+    preset = params.get("preset", "cpu")
+    done = shared / "generator.json"
+    t0 = time.time()
+    if done.is_file():
+        meta = json.loads(done.read_text())
+    else:
+        base = shared / "generator"
+        cells = _cells_for(ctx, ctx.train_ids, size)
+        common = dict(steps=steps, batch_size=batch, seed=seed, sample_every=0, save_every=max(50, steps // 4),
+                      progress=ctx.progress, **PRESETS[kind][preset])
+        if kind == "gan":
+            from alldata.generators.gan import finetune_gan, train_gan
+
+            gen = train_gan(cells, base, **common)
+        else:
+            from alldata.generators.ddpm import finetune_diffusion, train_diffusion
+
+            gen = train_diffusion(cells, base, **common)
+        ckpt = base
+        if ft_steps > 0 and recipe.rare is not None and ctx.rare_kept:
+            few = _cells_for(ctx, ctx.rare_kept, size)
+            ckpt = shared / "finetuned"
+            fb = min(batch, max(2, len(few)))
+            if kind == "gan":
+                finetune_gan(gen, few, ckpt, ft_steps, base_dir=base, batch_size=fb, seed=seed, sample_every=0,
+                             save_every=ft_steps, progress=ctx.progress)
+            else:
+                finetune_diffusion(gen, few, ckpt, steps=ft_steps, batch_size=fb, seed=seed,
+                                   train=params.get("finetune_train", "conditioner"), save_every=ft_steps,
+                                   progress=ctx.progress)
+        meta = {"checkpoint": str(ckpt), "sha256": checkpoint_sha256(ckpt), "train_seconds": round(time.time() - t0, 1),
+                "n_train_cells": len(ctx.train_ids), "n_finetune_cells": len(ctx.rare_kept) if ft_steps else 0,
+                "steps": steps, "finetune_steps": ft_steps, "image_size": size}
+        done.write_text(json.dumps(meta, indent=1))
+    Generator.from_pretrained(meta["checkpoint"])  # fails loudly on a broken cache
+    sample_kwargs = {}
+    if kind == "diffusion":
+        sample_kwargs = {"num_inference_steps": int(params.get("num_inference_steps", 20)),
+                         "sampler": params.get("sampler", "ddim")}
+    ds = load_dataset(ctx.dataset)
+    ids: list[str] = []
+    t1 = time.time()
+    for cls, n in need.items():
+        cond = {recipe.data.label_field: cls}  # a valid label value: checked by the recipe's validation
+        plan, _ = generate_to_dataset(meta["checkpoint"], cond, n, ctx.dataset, shared / "images", seed=seed,
+                                      batch_size=64, progress=False, **sample_kwargs)
+        from alldata.synthetic import synthetic_source
+
+        src = synthetic_source(plan.family)
+        keys = [f"{src}/{plan.source_id(k, i)}" for k, (_, m) in enumerate(plan.batches) for i in range(m)]
+        view = ds.match({F.KEY: {"$in": keys}})
+        view.set_values(F.RECIPE, [recipe.name] * len(view))
+        key_to_id = dict(zip(*view.values([F.KEY, "id"])))
+        new = [key_to_id[k] for k in keys]
+        for sid in new:
+            ctx.labels[sid] = cls
+        ids += new
+    return ids, {"generator": kind, "checkpoint_sha256": meta["sha256"], "generator_train_seconds": meta["train_seconds"],
+                 "generate_seconds": round(time.time() - t1, 1), "generator_image_size": size}

@@ -1,0 +1,508 @@
+"""The benchmark engine: recipe -> real pool -> leak-free folds -> cells -> aggregated results.
+
+One *cell* is (arm, model, fold, seed). The engine
+
+1. builds the real pool (:func:`build_pool`): the recipe's sources and filters, curated
+   (no ``reject`` tag), no kept-copy duplicates, no synthetic samples, labels mapped;
+2. makes ``recipe.folds`` grouped folds per seed (:func:`fold_plan`, reshuffled per seed,
+   checked for group and file-hash leaks), applies the rare-class cut to the train side
+   of every arm except the oracle, and restricts test rows to ``eval_sources``;
+3. runs every cell through the task, skipping cells whose result JSON already exists
+   (written atomically, tagged with the recipe's hash, so a changed recipe re-runs);
+4. aggregates (:func:`aggregate`): mean over cells, a bootstrap CI over test groups (rows
+   pooled across folds per seed), paired gains over the baseline per (seed, fold), and
+   the share of the baseline→oracle gap recovered on the rare class's sensitivity.
+
+Then :mod:`alldata.benchmark.report` writes ``metrics.json``, ``report.md`` and plots, and
+each arm's test predictions (first model, first seed, all folds) go back onto the samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+import warnings
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alldata.benchmark.tasks import Cell, CellContext, CellResult, Task, get_task
+from alldata.errors import AlldataError, SplitError
+from alldata.recipes import Recipe, recipe_slug
+from alldata.schema import F
+
+__all__ = [
+    "BenchmarkError",
+    "BenchmarkRun",
+    "FoldPlan",
+    "Pool",
+    "aggregate",
+    "build_pool",
+    "fold_plan",
+    "plan_cells",
+    "prediction_field",
+    "run_benchmark",
+]
+
+_LABEL_LIKE = {F.DIAGNOSIS, F.CELL_TYPE, F.SUBTYPE, F.GROUND_TRUTH}
+
+
+class BenchmarkError(AlldataError, ValueError):
+    """A benchmark that cannot run as asked: empty pool, too few groups, missing results."""
+
+
+@dataclass
+class Pool:
+    """The real samples a recipe benchmarks on, one entry per sample (parallel lists)."""
+
+    ids: list[str]
+    keys: list[str]
+    groups: list[str]
+    labels: list[str]
+    sources: list[str]
+    hashes: list[str | None]
+    dropped: dict[str, int] = field(default_factory=dict)
+    #: what the folds balance, one entry per sample (None: the labels). Segmentation pools
+    #: stratify on the annotated evaluation images so every fold gets some.
+    strata: list[str | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def composition(self) -> dict[str, int]:
+        """Samples per class."""
+        return dict(sorted(Counter(self.labels).items()))
+
+
+@dataclass
+class FoldPlan:
+    """One fold of one seed: the pool indices to train on (per arm kind) and to test on."""
+
+    seed: int
+    fold: int
+    train: np.ndarray  # full train side (the oracle's)
+    train_cut: np.ndarray  # after the rare-class cut (every other arm's)
+    rare_kept: np.ndarray  # the rare-class train indices that survived the cut
+    test: np.ndarray  # test rows (restricted to eval_sources)
+
+
+def _label_key(field_: str) -> str:
+    return f"{field_}.label" if field_ in _LABEL_LIKE else field_
+
+
+def build_pool(recipe: Recipe, dataset: str) -> Pool:
+    """The real pool of ``recipe`` in ``dataset`` (see the module docstring).
+
+    Raises:
+        BenchmarkError: the pool is empty or holds fewer than two classes.
+    """
+    from alldata.curation import curated
+    from alldata.store import load_dataset
+
+    ds = load_dataset(dataset)
+    d = recipe.data
+    view = ds.match({F.SOURCE: {"$in": list(d.sources)}, F.IS_SYNTHETIC: {"$ne": True}, F.DUPLICATE_OF: None})
+    for k, v in (d.where or {}).items():
+        view = view.match({_label_key(k): {"$in": v if isinstance(v, list) else [v]}})
+    n_matched = len(view)
+    view = curated(view)
+    n_curated = len(view)
+    ids, keys, groups, raw, sources, hashes = view.values(
+        ["id", F.KEY, F.GROUP_ID, f"{d.label_field}.label", F.SOURCE, F.SHA256]
+    )
+    n_cells = view.values(f"{F.CELLS}.detections.label") if view.has_field(F.CELLS) else [None] * len(ids)
+    cmap = d.class_map()
+    keep = []
+    labels = []
+    for i, r in enumerate(raw):
+        if cmap is None:
+            if r is None and recipe.task == "classification":
+                continue
+            labels.append("" if r is None else str(r))
+        elif r in cmap:
+            labels.append(cmap[r])
+        else:
+            continue
+        keep.append(i)
+    pool = Pool(
+        ids=[ids[i] for i in keep],
+        keys=[keys[i] for i in keep],
+        groups=[groups[i] or keys[i] for i in keep],
+        labels=labels,
+        sources=[sources[i] for i in keep],
+        hashes=[hashes[i] for i in keep],
+        dropped={"rejected": n_matched - n_curated, "label_not_in_classes": n_curated - len(keep)},
+    )
+    if recipe.task == "segmentation":
+        pool.strata = [
+            f"eval:{sources[i]}:{'annotated' if n_cells[i] else 'unannotated'}"
+            if recipe.eval_sources is None or sources[i] in recipe.eval_sources
+            else None
+            for i in keep
+        ]
+    if recipe.max_per_class:
+        pool = _limit_per_class(pool, recipe.max_per_class)
+    if len(pool) == 0:
+        raise BenchmarkError(
+            f"recipe {recipe.name!r}: no real samples of sources {d.sources} with {d.label_field} in "
+            f"{d.class_names()} in dataset {dataset!r}; ingest them first (alldata ingest ...)"
+        )
+    if recipe.task == "classification" and len(set(pool.labels)) < 2:
+        raise BenchmarkError(f"recipe {recipe.name!r}: the pool holds one class only ({pool.composition()})")
+    return pool
+
+
+def _limit_per_class(pool: Pool, n: int) -> Pool:
+    """At most ``n`` samples per class, the same ones every time (ordered by a hash of the key)."""
+    order = sorted(range(len(pool)), key=lambda i: hashlib.sha1(pool.keys[i].encode()).hexdigest())
+    taken: Counter[str] = Counter()
+    keep = []
+    for i in order:
+        if taken[pool.labels[i]] < n:
+            taken[pool.labels[i]] += 1
+            keep.append(i)
+    keep.sort()
+    pick = lambda xs: [xs[i] for i in keep]
+    dropped = dict(pool.dropped, max_per_class=len(pool) - len(keep))
+    return Pool(pick(pool.ids), pick(pool.keys), pick(pool.groups), pick(pool.labels), pick(pool.sources),
+                pick(pool.hashes), dropped, None if pool.strata is None else pick(pool.strata))
+
+
+def _rare_cut(pool: Pool, recipe: Recipe, train: np.ndarray, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices after the cut, kept rare indices): keep ``keep_fraction`` of the rare groups."""
+    rare = recipe.rare
+    if rare is None:
+        return train, np.array([], dtype=np.int64)
+    is_rare = np.array([pool.labels[i] == rare.class_ for i in train], dtype=bool)
+    rare_groups = sorted({pool.groups[i] for i in train[is_rare]})
+    if not rare_groups:
+        return train, np.array([], dtype=np.int64)
+    n_keep = min(len(rare_groups), max(rare.min_keep, round(rare.keep_fraction * len(rare_groups))))
+    rng = np.random.default_rng([seed, fold, 20240])
+    kept = {rare_groups[j] for j in rng.permutation(len(rare_groups))[:n_keep]}
+    mask = ~is_rare | np.array([pool.groups[i] in kept for i in train])
+    cut = train[mask]
+    return cut, cut[np.array([pool.labels[i] == rare.class_ for i in cut], dtype=bool)]
+
+
+def fold_plan(pool: Pool, recipe: Recipe) -> list[FoldPlan]:
+    """Grouped, stratified folds for every seed, leak-checked, with the rare cut applied.
+
+    Raises:
+        SplitError: a group or file hash would be on both sides of a fold.
+    """
+    from alldata.evaluate import grouped_kfold
+
+    eval_ok = np.array([recipe.eval_sources is None or s in recipe.eval_sources for s in pool.sources])
+    plans = []
+    for seed in recipe.seeds:
+        strata = pool.labels if pool.strata is None else pool.strata
+        folds = grouped_kfold(pool.groups, strata, k=recipe.folds, seed=seed, hashes=pool.hashes)
+        for f, (train, test) in enumerate(folds):
+            shared = {pool.groups[i] for i in train} & {pool.groups[i] for i in test}
+            if shared:
+                raise SplitError(f"seed {seed} fold {f}: groups {sorted(shared)[:5]} are in train and test")
+            cut, kept = _rare_cut(pool, recipe, train, f, seed)
+            test = test[eval_ok[test]]
+            if len(test) == 0:
+                raise BenchmarkError(f"seed {seed} fold {f}: no test samples of eval_sources {recipe.eval_sources}")
+            plans.append(FoldPlan(seed, f, train, cut, kept, test))
+    return plans
+
+
+def plan_cells(recipe: Recipe) -> list[Cell]:
+    """Every cell of ``recipe``: arm × model × seed × fold, in that nesting order."""
+    return [
+        Cell(a.name, m.name, f, s)
+        for a in recipe.arms
+        for m in recipe.models
+        for s in recipe.seeds
+        for f in range(recipe.folds)
+    ]
+
+
+def prediction_field(recipe: Recipe, arm: str) -> str:
+    """The FiftyOne field an arm's test predictions are written to: ``pred_<recipe-slug>_<arm>``."""
+    return f"pred_{recipe_slug(recipe.name)}_{recipe_slug(arm)}"
+
+
+def recipe_hash(recipe: Recipe, dataset: str) -> str:
+    """A short hash of the recipe and the dataset: a cell result is reused only when both match."""
+    text = json.dumps({"recipe": recipe.model_dump(mode="json", by_alias=True), "dataset": dataset}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+@dataclass
+class BenchmarkRun:
+    """What :func:`run_benchmark` returns: the summary (metrics.json content) and where it went."""
+
+    recipe: Recipe
+    out_dir: Path
+    summary: dict[str, Any]
+    results: dict[Cell, CellResult]
+    ran: int
+    skipped: int
+
+
+def run_benchmark(
+    recipe: Recipe,
+    dataset: str,
+    out_dir: str | Path,
+    *,
+    quick: bool = False,
+    progress: bool = True,
+    write_back: bool = True,
+    command: str | None = None,
+    task: Task | None = None,
+) -> BenchmarkRun:
+    """Run (or resume) every cell of ``recipe`` on ``dataset`` and write the results to ``out_dir``.
+
+    Args:
+        recipe: the validated recipe (its ``quick:`` overrides are applied when ``quick``).
+        dataset: the FiftyOne dataset holding the real pool.
+        out_dir: results: ``cells/<cell key>.json``, ``metrics.json``, ``report.md``, ``plots/``.
+        quick: shrink folds / seeds / steps with the recipe's ``quick:`` block.
+        progress: show a progress bar over cells.
+        write_back: write each arm's test predictions to ``pred_<recipe>_<arm>`` fields.
+        command: the command line, recorded in the report.
+        task: the task object (default: the one registered as ``recipe.task``).
+
+    Examples:
+        >>> run = run_benchmark(load_recipe("recipes/rare-class-recovery.yaml"), "alldata",
+        ...                     "runs/rare", quick=True)  # doctest: +SKIP
+    """
+    from tqdm import tqdm
+
+    from alldata.benchmark.report import write_report
+
+    t0 = time.time()
+    if quick:
+        recipe = recipe.with_quick()
+    task = task if task is not None else get_task(recipe.task)
+    unknown = {a.kind for a in recipe.arms} - set(task.arm_kinds)
+    if unknown:
+        raise BenchmarkError(f"task {recipe.task!r} does not implement arm kinds {sorted(unknown)}; it has {sorted(task.arm_kinds)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pool = build_pool(recipe, dataset)
+    plans = {(p.seed, p.fold): p for p in fold_plan(pool, recipe)}
+    fingerprint = recipe_hash(recipe, dataset)
+    kinds = {a.name: a.kind for a in recipe.arms}
+    label_of = dict(zip(pool.ids, pool.labels))
+    group_of = dict(zip(pool.ids, pool.groups))
+    results: dict[Cell, CellResult] = {}
+    ran = skipped = 0
+    cells = plan_cells(recipe)
+    bar = tqdm(cells, desc=f"benchmark {recipe.name}", unit="cell", disable=not progress)
+    for cell in bar:
+        bar.set_postfix_str(cell.key())
+        path = out / "cells" / f"{cell.key()}.json"
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("recipe_hash") == fingerprint:
+                results[cell] = CellResult.from_json(saved)
+                skipped += 1
+                continue
+        plan = plans[(cell.seed, cell.fold)]
+        train = plan.train if kinds[cell.arm] == "oracle" else plan.train_cut
+        work = out / "work" / cell.key()
+        work.mkdir(parents=True, exist_ok=True)
+        shared = out / "work" / "shared" / f"arm={cell.arm}" / f"fold={cell.fold}" / f"seed={cell.seed}"
+        shared.mkdir(parents=True, exist_ok=True)
+        ctx = CellContext(
+            recipe=recipe, cell=cell, dataset=dataset,
+            train_ids=[pool.ids[i] for i in train], test_ids=[pool.ids[i] for i in plan.test],
+            work_dir=work, quick=quick, shared_dir=shared, labels=label_of, groups=group_of,
+            rare_kept=[pool.ids[i] for i in plan.rare_kept], progress=progress,
+        )
+        started = time.time()
+        result = task.run(ctx)
+        result.info.setdefault("seconds", round(time.time() - started, 2))
+        result.info.setdefault("n_test", len(ctx.test_ids))
+        _check_rows(cell, result, set(ctx.test_ids))
+        _write_json(path, {"recipe_hash": fingerprint, "cell": cell.key(), **result.to_json()})
+        results[cell] = result
+        ran += 1
+    bar.close()
+    summary = aggregate(recipe, task, results)
+    summary.update(
+        recipe=recipe.name, task=recipe.task, dataset=dataset, quick=quick, command=command,
+        seconds=round(time.time() - t0, 1), cells_run=ran, cells_reused=skipped, recipe_hash=fingerprint,
+        machine=_machine(), pool={"n": len(pool), "n_groups": len(set(pool.groups)), "per_class": pool.composition(),
+                                   "sources": dict(Counter(pool.sources)), "left_out": pool.dropped},
+        folds=[{"seed": p.seed, "fold": p.fold, "n_train": len(p.train), "n_train_cut": len(p.train_cut),
+                "n_rare_kept": len(p.rare_kept), "n_test": len(p.test)} for p in plans.values()],
+    )
+    if write_back:
+        summary["prediction_fields"] = _write_back(recipe, task, dataset, results)
+    write_report(recipe, task, summary, results, out)
+    return BenchmarkRun(recipe, out, summary, results, ran, skipped)
+
+
+def _check_rows(cell: Cell, result: CellResult, test_ids: set[str]) -> None:
+    got = {r["id"] for r in result.rows}
+    if got != test_ids:
+        raise BenchmarkError(
+            f"cell {cell.key()}: the task returned rows for {len(got)} samples, not the {len(test_ids)} test samples "
+            f"({len(got - test_ids)} unexpected, {len(test_ids - got)} missing)"
+        )
+
+
+def _machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+def _write_back(recipe: Recipe, task: Task, dataset: str, results: dict[Cell, CellResult]) -> dict[str, str]:
+    """Each arm's test rows of the first model and first seed, all folds, onto the samples."""
+    model, seed = recipe.models[0].name, recipe.seeds[0]
+    fields = {}
+    for arm in recipe.arms:
+        rows = [r for c, res in sorted(results.items(), key=lambda kv: kv[0].fold)
+                if c.arm == arm.name and c.model == model and c.seed == seed for r in res.rows]
+        name = prediction_field(recipe, arm.name)
+        task.write_predictions(dataset, name, rows)
+        fields[arm.name] = name
+    return fields
+
+
+# --- aggregation ------------------------------------------------------------------------------------------------
+
+
+def _nanmean(values: list[float]) -> float:
+    v = np.array([x for x in values if x is not None], dtype=float)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if len(v) else math.nan
+
+
+def _pooled_cis(task: Task, rows_by_seed: dict[int, list[dict]], metrics: list[str], n_boot: int) -> dict[str, Any]:
+    """Bootstrap CI per metric over test groups: each replicate resamples groups (the same
+    draw across seeds), scores each seed's pooled rows and averages over seeds."""
+    from alldata.evaluate import bootstrap_indices
+
+    seeds = sorted(rows_by_seed)
+    rows = [r for s in seeds for r in rows_by_seed[s]]
+    seed_of = np.array([s for s in seeds for _ in rows_by_seed[s]])
+    groups = [str(r["group"]) for r in rows]
+    cache: dict[bytes, dict[str, float]] = {}
+
+    def scores(idx: np.ndarray) -> dict[str, float]:
+        k = hashlib.sha1(np.asarray(idx, dtype=np.int64).tobytes()).digest()
+        if k not in cache:
+            per_seed = []
+            for s in seeds:
+                sub = [rows[i] for i in idx if seed_of[i] == s]
+                per_seed.append(task.score(sub) if sub else {})
+            cache[k] = {m: _nanmean([p.get(m, math.nan) for p in per_seed]) for m in metrics}
+        return cache[k]
+
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for m in metrics:
+            out[m] = bootstrap_indices(groups, lambda idx, m=m: scores(idx)[m], n_boot=n_boot, seed=0)
+    return out
+
+
+def aggregate(recipe: Recipe, task: Task, results: dict[Cell, CellResult]) -> dict[str, Any]:
+    """Per arm/model metrics with CIs, paired gains over the baseline, gap recovered.
+
+    Returns the dict written to ``metrics.json`` (without run details): ``arms``, ``gains``,
+    ``gap_recovered``, ``cells``.
+
+    Raises:
+        BenchmarkError: a cell of the recipe has no result.
+    """
+    from alldata.evaluate import gap_recovered, paired_gain
+
+    missing = [c.key() for c in plan_cells(recipe) if c not in results]
+    if missing:
+        raise BenchmarkError(f"{len(missing)} cells have no result (e.g. {missing[0]}); run the benchmark to finish them")
+    metrics = list(recipe.metrics)
+    arms_out, gains_out, gap_out = [], [], []
+    per_pair: dict[tuple[str, str], dict[str, dict[tuple[int, int], float]]] = {}
+    for arm in recipe.arms:
+        for model in recipe.models:
+            cells = [c for c in results if c.arm == arm.name and c.model == model.name]
+            rows_by_seed: dict[int, list[dict]] = defaultdict(list)
+            for c in sorted(cells, key=lambda c: (c.seed, c.fold)):
+                rows_by_seed[c.seed].extend(results[c].rows)
+            cis = _pooled_cis(task, rows_by_seed, metrics, recipe.n_boot)
+            entry = {"arm": arm.name, "kind": arm.kind, "model": model.name, "n_cells": len(cells), "metrics": {}}
+            for m in metrics:
+                vals = [results[c].metrics.get(m, math.nan) for c in cells]
+                arr = np.array(vals, dtype=float)
+                ok = arr[~np.isnan(arr)]
+                entry["metrics"][m] = {
+                    "mean": float(ok.mean()) if len(ok) else math.nan,
+                    "sd": float(ok.std(ddof=1)) if len(ok) > 1 else math.nan,
+                    "pooled": cis[m].point, "ci_low": cis[m].low, "ci_high": cis[m].high,
+                }
+            entry["n_synthetic"] = _nanmean([results[c].info.get("n_synthetic", 0) for c in cells])
+            entry["n_train"] = _nanmean([results[c].info.get("n_train", math.nan) for c in cells])
+            arms_out.append(entry)
+            per_pair[(arm.name, model.name)] = {
+                m: {(c.seed, c.fold): float(results[c].metrics.get(m, math.nan)) for c in cells} for m in metrics
+            }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for model in recipe.models:
+            base = per_pair[(recipe.baseline, model.name)]
+            for arm in recipe.arms:
+                if arm.name == recipe.baseline:
+                    continue
+                for m in metrics:
+                    g = paired_gain(base[m], per_pair[(arm.name, model.name)][m], n_boot=recipe.n_boot, seed=0)
+                    gains_out.append({"arm": arm.name, "model": model.name, "metric": m, "baseline": recipe.baseline,
+                                      "mean": g.mean, "ci_low": g.low, "ci_high": g.high, "n_pairs": g.n_pairs})
+            if recipe.oracle and recipe.rare:
+                rm = f"sensitivity:{recipe.rare.class_}"
+                pairs = {a: {(c.seed, c.fold): float(results[c].metrics.get(rm, math.nan))
+                             for c in results if c.arm == a and c.model == model.name} for a in (r.name for r in recipe.arms)}
+                for arm in recipe.arms:
+                    if arm.name in (recipe.baseline, recipe.oracle):
+                        continue
+                    g = gap_recovered(pairs[recipe.baseline], pairs[recipe.oracle], pairs[arm.name],
+                                      n_boot=recipe.n_boot, seed=0, aggregate="ratio_of_means")
+                    gap_out.append({"arm": arm.name, "model": model.name, "metric": rm, "mean": g.mean,
+                                    "ci_low": g.low, "ci_high": g.high, "n_pairs": g.n_pairs,
+                                    "aggregate": "ratio_of_means"})
+    cells_out = [{"key": c.key(), "arm": c.arm, "model": c.model, "fold": c.fold, "seed": c.seed,
+                  "metrics": results[c].metrics, "info": results[c].info}
+                 for c in plan_cells(recipe)]
+    return {"primary_metric": recipe.primary_metric, "baseline": recipe.baseline, "oracle": recipe.oracle,
+            "rare": recipe.rare.model_dump(by_alias=True) if recipe.rare else None,
+            "arms": arms_out, "gains": gains_out, "gap_recovered": gap_out, "cells": cells_out}

@@ -1,0 +1,159 @@
+"""The benchmark's task contract: what the engine hands a task and what it gets back.
+
+The engine (:mod:`alldata.benchmark.engine`) owns the recipe, the real pool, the leak-free
+folds, the cell loop, resuming and the aggregation. A *task* owns one kind of learning
+problem: given one :class:`Cell` (arm × model × fold × seed) and its :class:`CellContext`
+(the fold's train and test sample ids), it trains, predicts the test samples and returns a
+:class:`CellResult` with one row per test sample. ``score(rows)`` must recompute the
+metrics from rows alone: the engine pools rows across folds and calls it inside the group
+bootstrap.
+
+Tasks are registered in :data:`TASKS` by name and imported lazily (torch-free import):
+``classification`` -> :mod:`alldata.benchmark.classification`, ``segmentation`` ->
+:mod:`alldata.benchmark.segmentation`.
+
+Examples:
+    >>> Cell("real_rare", "random_forest", 0, 1).key()
+    'arm=real_rare/model=random_forest/fold=0/seed=1'
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+
+from alldata.registry import Registry
+
+if TYPE_CHECKING:
+    from alldata.recipes import Recipe
+
+__all__ = ["TASKS", "TASK_MODULES", "Cell", "CellContext", "CellResult", "Task", "get_task"]
+
+T = TypeVar("T")
+
+#: Task name -> the module that registers it.
+TASK_MODULES: dict[str, str] = {
+    "classification": "alldata.benchmark.classification",
+    "segmentation": "alldata.benchmark.segmentation",
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work; its JSON result file makes runs resumable."""
+
+    arm: str
+    model: str
+    fold: int
+    seed: int
+
+    def key(self) -> str:
+        """``arm=<arm>/model=<model>/fold=<fold>/seed=<seed>``: also the result file's relative path."""
+        return f"arm={self.arm}/model={self.model}/fold={self.fold}/seed={self.seed}"
+
+
+@dataclass
+class CellContext:
+    """Everything a task needs to run one cell.
+
+    Attributes:
+        recipe: the validated recipe (quick overrides already applied when ``quick``).
+        cell: the cell to run.
+        dataset: the FiftyOne dataset name.
+        train_ids: FiftyOne sample ids of the REAL pool samples to train on (the fold's train
+            side, with the recipe's rare-class cut already applied unless the arm is the oracle).
+        test_ids: FiftyOne sample ids of the real pool samples to evaluate (the fold's test side,
+            restricted to ``eval_sources`` when the recipe has them).
+        work_dir: scratch directory of this cell (created by the engine).
+        quick: the run is a ``--quick`` one (smaller epochs / generator steps).
+        shared_dir: a directory shared by all models of one ``(arm, fold, seed)``: generators
+            trained there are reused by every model and by resumed runs.
+        labels: sample id -> class (after the recipe's label map) for train and test ids.
+        groups: sample id -> group id for train and test ids.
+        rare_kept: for the rare-class protocol, the train ids of the rare class that were kept.
+        progress: show inner progress bars.
+    """
+
+    recipe: Recipe
+    cell: Cell
+    dataset: str
+    train_ids: list[str]
+    test_ids: list[str]
+    work_dir: Path
+    quick: bool
+    shared_dir: Path | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)
+    rare_kept: list[str] = field(default_factory=list)
+    progress: bool = False
+
+
+@dataclass
+class CellResult:
+    """What a task returns for one cell.
+
+    Attributes:
+        rows: one per test sample: at least ``{"id": sample_id, "group": group_id, ...}``.
+        metrics: ``task.score(rows)``.
+        info: ``n_train``, ``n_synthetic``, ``seconds``, ...
+    """
+
+    rows: list[dict]
+    metrics: dict[str, float]
+    info: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (what the engine writes per cell)."""
+        return {"rows": self.rows, "metrics": self.metrics, "info": self.info}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CellResult:
+        """Inverse of :meth:`to_json`."""
+        return cls(rows=list(data["rows"]), metrics=dict(data["metrics"]), info=dict(data.get("info", {})))
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What every benchmark task does (see the module docstring)."""
+
+    name: str
+    arm_kinds: frozenset[str]
+
+    def run(self, ctx: CellContext) -> CellResult: ...
+
+    def score(self, rows: list[dict]) -> dict[str, float]: ...
+
+    def write_predictions(self, dataset: str, field: str, rows: list[dict]) -> None: ...
+
+
+class _LazyTaskRegistry(Registry[T]):
+    """A :class:`Registry` importing the module that defines a task before looking it up."""
+
+    def __init__(self, kind: str, modules: dict[str, str]) -> None:
+        super().__init__(kind)
+        self._modules = modules
+
+    def get(self, name: str) -> T:
+        if name not in self._items and name in self._modules:
+            importlib.import_module(self._modules[name])
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        return sorted(set(self._modules) | set(self._items))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._modules or name in self._items
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+
+#: Tasks by name; each value is a class (or factory) building a :class:`Task` with no arguments.
+TASKS: Registry[Any] = _LazyTaskRegistry("benchmark task", TASK_MODULES)
+
+
+def get_task(name: str) -> Task:
+    """Build the task registered as ``name``."""
+    return TASKS.get(name)()

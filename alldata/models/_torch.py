@@ -1,0 +1,245 @@
+"""Shared pieces of the deep reference models (:mod:`~alldata.models.cnn`, :mod:`~alldata.models.unet`).
+
+* :func:`select_device` - the given device, else CUDA when present, else CPU;
+* :func:`seeded` - a context that seeds torch for a fit without leaking into the caller's
+  global CPU random state;
+* :func:`autocast` - bf16 autocast on CUDA, a no-op on CPU (fp32 there);
+* :func:`check_images` - uint8 RGB ``(H, W, 3)`` arrays in, a list out, or
+  :class:`ImageInputError` naming the first bad image;
+* :func:`save_checkpoint` / :func:`read_checkpoint` - ``config.json`` + ``model.safetensors``
+  (never pickle), the layout of :mod:`alldata.encoder` and the generators;
+* :func:`progress_bar` - tqdm, off when ``progress=False``;
+* :func:`recalibrate_batchnorm` - "precise BN": BatchNorm statistics recomputed for the
+  final weights.
+
+Importing this module does not import torch; each function does what it needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from alldata.errors import ImageError
+from alldata.models.base import ModelError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "ImageInputError",
+    "autocast",
+    "check_image",
+    "check_images",
+    "load_state",
+    "progress_bar",
+    "read_checkpoint",
+    "read_weights",
+    "recalibrate_batchnorm",
+    "save_checkpoint",
+    "seeded",
+    "select_device",
+    "versions",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class ImageInputError(ModelError, ImageError):
+    """An image array a deep model cannot take (a :class:`ModelError` and an :class:`ImageError`)."""
+
+
+def select_device(device: str | None = None) -> str:
+    """``device`` if given (checked by torch), else ``"cuda"`` when available, else ``"cpu"``.
+
+    Examples:
+        >>> select_device("cpu")
+        'cpu'
+    """
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError as e:
+        raise ModelError(f"device={device!r} is not a torch device ({e}); use 'cpu', 'cuda' or 'cuda:N'") from None
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device={device!r} but CUDA is not available here; use device='cpu' or leave it None")
+    return str(device)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch (CPU and CUDA) for the body; the caller's CPU random state is restored after.
+
+    Weight initialisation and dropout draw from torch's global generator, so a fit runs
+    inside this to be reproducible without changing anyone else's random stream.
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def autocast(device: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; a null context on CPU (which runs in fp32)."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def check_images(images: Any, what: str = "images", min_size: int = 8) -> list[np.ndarray]:
+    """``images`` (an ``(N, H, W, 3)`` array or a sequence of ``(H, W, 3)`` arrays) as a list.
+
+    Every image must be ``uint8`` RGB at least ``min_size`` pixels on each side; sizes may
+    differ between images.
+
+    Examples:
+        >>> len(check_images(np.zeros((2, 16, 16, 3), np.uint8)))
+        2
+    """
+    if isinstance(images, np.ndarray):
+        if images.ndim == 3:
+            raise ImageInputError(
+                f"{what}: got one image of shape {images.shape}; pass a batch, e.g. images[None] or [image]"
+            )
+        items = list(images) if images.ndim == 4 else [images]
+    elif isinstance(images, Sequence) and not isinstance(images, str | bytes):
+        items = list(images)
+    else:
+        raise ImageInputError(f"{what} must be an (N, H, W, 3) uint8 array or a list of (H, W, 3) arrays")
+    if not items:
+        raise ImageInputError(f"{what}: empty; need at least one image")
+    out = []
+    for i, img in enumerate(items):
+        out.append(check_image(img, f"{what}[{i}]", min_size))
+    return out
+
+
+def check_image(image: Any, what: str = "image", min_size: int = 8) -> np.ndarray:
+    """One uint8 RGB ``(H, W, 3)`` image, at least ``min_size`` pixels on each side."""
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ImageInputError(
+            f"{what}: the models take RGB uint8 arrays of shape (H, W, 3); got {img.dtype} {img.shape}. "
+            "Convert first, e.g. np.asarray(PIL.Image.open(path).convert('RGB'))"
+        )
+    if min(img.shape[:2]) < min_size:
+        raise ImageInputError(f"{what}: shape {img.shape} is too small (need at least {min_size}x{min_size} pixels)")
+    return img
+
+
+def progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar over ``total`` steps (disabled when ``enabled`` is false)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded in every saved config."""
+    import torch
+
+    from alldata import __version__
+
+    return {"alldata_version": __version__, "torch_version": torch.__version__}
+
+
+def save_checkpoint(model: nn.Module, config: dict[str, Any], directory: str | Path) -> Path:
+    """Write ``model.safetensors`` (the state dict) and ``config.json`` into ``directory``.
+
+    The weights are written to a temporary name and moved into place, so an interrupted
+    save never leaves a half-written file under the real name; a re-save overwrites.
+    """
+    from safetensors.torch import save_file
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    try:
+        text = json.dumps(config, indent=2, sort_keys=True)
+    except TypeError as e:
+        raise ModelError(f"the model's config cannot be written as JSON ({e}): {config!r}") from None
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = d / (WEIGHTS_NAME + ".tmp")
+    save_file(state, str(tmp))
+    tmp.replace(d / WEIGHTS_NAME)
+    (d / CONFIG_NAME).write_text(text + "\n", encoding="utf-8")
+    return d
+
+
+def read_checkpoint(directory: str | Path, fmt: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(config, state_dict)`` of a folder written by :func:`save_checkpoint` with ``config["format"] == fmt``."""
+    d = Path(directory)
+    cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise ModelError(f"{d} is not a saved model: it needs {CONFIG_NAME} and {WEIGHTS_NAME} (written by save())")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{cfg_path}: cannot read ({e})") from None
+    found = config.get("format") if isinstance(config, dict) else None
+    if found != fmt:
+        raise ModelError(f"{cfg_path}: format {found!r} is not {fmt!r}; this folder holds another kind of model")
+    return config, read_weights(w_path)
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors state dict (CPU tensors), or :class:`ModelError` naming the file."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"weights file {p} not found; pass a local .safetensors file (nothing is downloaded)")
+    try:
+        return load_file(str(p))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise ModelError(f"{p}: cannot read as safetensors ({e})") from None
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """``model.load_state_dict(state)`` (strict), with a :class:`ModelError` naming ``source`` on mismatch."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ModelError(f"{source}: the weights do not fit the model in its config ({str(e).splitlines()[0]})") from None
+
+
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], device: str) -> None:
+    """Recompute every BatchNorm's running mean / variance as the average over ``batches``.
+
+    The running averages lag far behind the weights on short runs (a few hundred steps),
+    which leaves eval mode predicting one class; one pass over the unaugmented training
+    data with cumulative averaging ("precise BN") gives the statistics of the final
+    weights. Batches of one sample are skipped (no variance to measure). The model is left
+    in eval mode.
+    """
+    import torch
+    from torch import nn
+
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if norms:
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the pass
+        model.train()
+        with torch.no_grad(), autocast(device):
+            for x in batches:
+                if len(x) > 1:
+                    model(x)
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
+    model.eval()

@@ -1,0 +1,314 @@
+"""Benchmark recipes: one YAML file says what is compared, on which data, and how.
+
+A recipe names the task, the real pool (sources, label field, class map, filters), the
+folds and seeds, the *arms* (what each training set adds to the real data: nothing,
+augmentation, oversampling, a generator's samples), the models trained on each arm, the
+metrics, and the baseline the gains are measured against. The optional ``rare`` block is
+the rare-class recovery protocol: every arm except the ``oracle`` keeps only a small share
+of one class's training groups.
+
+Validation is pydantic with ``extra="forbid"``: a typo in a key fails loudly, and
+:func:`load_recipe` names the file and the offending key. Validation imports neither torch
+nor fiftyone.
+
+Examples:
+    >>> sorted(ARM_KINDS["segmentation"])
+    ['overlap', 'real']
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from alldata.errors import AlldataError
+from alldata.schema import CellType, Diagnosis, F, Subtype
+
+__all__ = [
+    "ARM_KINDS",
+    "CLASSIFICATION_METRICS",
+    "GENERATOR_KINDS",
+    "LABEL_FIELDS",
+    "ArmSpec",
+    "DataSpec",
+    "MixSpec",
+    "ModelSpec",
+    "QuickSpec",
+    "RareSpec",
+    "Recipe",
+    "RecipeError",
+    "load_recipe",
+    "recipe_slug",
+]
+
+#: Arm kinds each task implements.
+ARM_KINDS: dict[str, frozenset[str]] = {
+    "classification": frozenset({"real", "oracle", "augment", "oversample", "gan", "diffusion"}),
+    "segmentation": frozenset({"real", "overlap"}),
+}
+#: Arm kinds that train a generator (alldata.generators) on the fold's training samples.
+GENERATOR_KINDS = frozenset({"gan", "diffusion"})
+#: Label fields a recipe may classify.
+LABEL_FIELDS: dict[str, type] = {F.DIAGNOSIS: Diagnosis, F.CELL_TYPE: CellType, F.SUBTYPE: Subtype}
+#: Whole-set classification metrics; per-class ones are ``<name>:<class>`` with name in CLASS_METRIC_NAMES.
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "weighted_f1")
+CLASS_METRIC_NAMES = ("sensitivity", "specificity", "precision", "f1", "auc")
+
+
+class RecipeError(AlldataError, ValueError):
+    """A recipe file that cannot be used: bad YAML, unknown key, bad value."""
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Spec):
+    """The real pool: which samples, which label, which classes."""
+
+    sources: list[str] = Field(min_length=1)
+    label_field: Literal["diagnosis", "cell_type", "subtype"]
+    #: a list keeps those classes; a mapping ``{raw: class}`` keeps and renames (``null`` = no label).
+    classes: list[str] | dict[str | None, str] | None = None
+    #: extra filters ``{field: value | [values]}``; label fields match on their ``.label``.
+    where: dict[str, str | list[str]] | None = None
+    image_size: int = Field(default=64, ge=8, le=512)
+
+    def class_map(self) -> dict[str | None, str] | None:
+        """``{raw label: class}`` or None (keep every non-empty label as is)."""
+        if self.classes is None:
+            return None
+        if isinstance(self.classes, list):
+            return {c: c for c in self.classes}
+        return dict(self.classes)
+
+    def class_names(self) -> list[str] | None:
+        """The classes after mapping, sorted (None when the recipe does not list them)."""
+        m = self.class_map()
+        return None if m is None else sorted(set(m.values()))
+
+
+class RareSpec(_Spec):
+    """Rare-class recovery: keep only ``keep_fraction`` of the class's training groups."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    class_: str = Field(alias="class")
+    keep_fraction: float = Field(gt=0, le=1)
+    min_keep: int = Field(default=1, ge=1)
+
+
+class ArmSpec(_Spec):
+    """One way of building the training set."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    kind: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSpec(_Spec):
+    """A model trained on every arm (a key of :data:`alldata.models.CLASSIFIERS` / segmenters)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class MixSpec(_Spec):
+    """How much synthetic data a mix may hold."""
+
+    #: the largest share of synthetic samples in a training set (synthetic / all).
+    max_synthetic_ratio: float = Field(default=0.5, ge=0, lt=1)
+
+
+class QuickSpec(_Spec):
+    """Overrides applied by ``--quick``."""
+
+    folds: int | None = Field(default=None, ge=2)
+    seeds: list[int] | None = Field(default=None, min_length=1)
+    epochs: int | None = Field(default=None, ge=1)
+    generator_steps: int | None = Field(default=None, ge=1)
+    finetune_steps: int | None = Field(default=None, ge=0)
+    num_inference_steps: int | None = Field(default=None, ge=1)
+    max_per_class: int | None = Field(default=None, ge=2)
+    n_boot: int | None = Field(default=None, ge=10)
+    arm_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class Recipe(_Spec):
+    """A whole benchmark (see the module docstring)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    description: str = ""
+    task: Literal["classification", "segmentation"]
+    data: DataSpec
+    eval_sources: list[str] | None = None
+    folds: int = Field(default=5, ge=2)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    baseline: str
+    oracle: str | None = None
+    rare: RareSpec | None = None
+    arms: list[ArmSpec] = Field(min_length=1)
+    models: list[ModelSpec] = Field(min_length=1)
+    metrics: list[str] = Field(min_length=1)
+    primary_metric: str
+    mix: MixSpec = Field(default_factory=MixSpec)
+    n_boot: int = Field(default=1000, ge=10)
+    max_per_class: int | None = Field(default=None, ge=2)
+    quick: QuickSpec = Field(default_factory=QuickSpec)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds {v} repeat a value; list each seed once")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        allowed = ARM_KINDS[self.task]
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arms: names {names} repeat; give every arm its own name")
+        for i, arm in enumerate(self.arms):
+            if arm.kind not in allowed:
+                raise ValueError(
+                    f"arms.{i}.kind: {arm.kind!r} is not an arm kind of task {self.task!r}; "
+                    f"allowed: {', '.join(sorted(allowed))}"
+                )
+        if self.baseline not in names:
+            raise ValueError(f"baseline: {self.baseline!r} is not an arm; arms are {names}")
+        by_name = {a.name: a for a in self.arms}
+        if self.oracle is not None:
+            if self.oracle not in names:
+                raise ValueError(f"oracle: {self.oracle!r} is not an arm; arms are {names}")
+            if by_name[self.oracle].kind != "oracle":
+                raise ValueError(f"oracle: arm {self.oracle!r} has kind {by_name[self.oracle].kind!r}; it must be 'oracle'")
+            if self.rare is None:
+                raise ValueError("oracle is set but rare is not; the oracle is the rare protocol's full-data arm")
+        if any(a.kind == "oracle" for a in self.arms) and self.rare is None:
+            raise ValueError("an arm of kind 'oracle' needs a rare: {class, keep_fraction} block")
+        classes = self.data.class_names()
+        if self.rare is not None and classes is not None and self.rare.class_ not in classes:
+            raise ValueError(f"rare.class: {self.rare.class_!r} is not one of the classes {classes}")
+        if any(a.kind in GENERATOR_KINDS for a in self.arms):
+            enum = LABEL_FIELDS[self.data.label_field]
+            made = [self.rare.class_] if self.rare is not None else (classes or [])
+            for c in made:
+                if c not in {e.value for e in enum}:
+                    raise ValueError(
+                        f"generated samples carry {self.data.label_field}={c!r}, which is not a "
+                        f"{self.data.label_field} value ({', '.join(e.value for e in enum)}); map a real value to it"
+                    )
+        if self.task == "classification":
+            for m in [*self.metrics, self.primary_metric]:
+                _check_classification_metric(m, classes)
+        if self.primary_metric not in self.metrics:
+            raise ValueError(f"primary_metric: {self.primary_metric!r} is not in metrics {self.metrics}")
+        return self
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def arm(self, name: str) -> ArmSpec:
+        """The arm called ``name`` (RecipeError listing the arms otherwise)."""
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise RecipeError(f"recipe {self.name!r} has no arm {name!r}; arms: {[a.name for a in self.arms]}")
+
+    def with_quick(self) -> Recipe:
+        """This recipe with its ``quick:`` overrides applied (fewer folds, seeds, steps)."""
+        q = self.quick
+        update: dict[str, Any] = {}
+        if q.folds is not None:
+            update["folds"] = q.folds
+        if q.seeds is not None:
+            update["seeds"] = q.seeds
+        if q.n_boot is not None:
+            update["n_boot"] = q.n_boot
+        if q.max_per_class is not None:
+            update["max_per_class"] = q.max_per_class
+        arms = []
+        for a in self.arms:
+            p = dict(a.params)
+            if q.generator_steps is not None and a.kind in GENERATOR_KINDS:
+                p["steps"] = q.generator_steps
+            if q.finetune_steps is not None and a.kind in GENERATOR_KINDS:
+                p["finetune_steps"] = q.finetune_steps
+            if q.num_inference_steps is not None and a.kind == "diffusion":
+                p["num_inference_steps"] = q.num_inference_steps
+            p.update(q.arm_params.get(a.name, {}))
+            arms.append(a.model_copy(update={"params": p}))
+        update["arms"] = arms
+        if q.epochs is not None:
+            update["models"] = [
+                m.model_copy(update={"params": {**m.params, "epochs": q.epochs}}) if _takes_epochs(m.name) else m
+                for m in self.models
+            ]
+        return self.model_copy(update=update)
+
+
+def _takes_epochs(model: str) -> bool:
+    return model not in {"svm", "random_forest", "knn", "otsu_hsv", "kmeans_color", "watershed"}
+
+
+def _check_classification_metric(name: str, classes: list[str] | None) -> None:
+    if name in CLASSIFICATION_METRICS:
+        return
+    if ":" in name:
+        kind, cls = name.split(":", 1)
+        if kind in CLASS_METRIC_NAMES and (classes is None or cls in classes):
+            return
+        if kind in CLASS_METRIC_NAMES:
+            raise ValueError(f"metric {name!r}: class {cls!r} is not one of {classes}")
+    raise ValueError(
+        f"metric {name!r} is unknown; use one of {', '.join(CLASSIFICATION_METRICS)} or "
+        f"<{'|'.join(CLASS_METRIC_NAMES)}>:<class>"
+    )
+
+
+def recipe_slug(name: str) -> str:
+    """``name`` as a FiftyOne field-safe slug: ``rare-class-recovery`` -> ``rare_class_recovery``."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_").lower()
+
+
+def _where(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate the YAML recipe at ``path``.
+
+    Raises:
+        RecipeError: the file is missing or not YAML, or a key is unknown or has a bad value;
+            the message names the file and the key.
+
+    Examples:
+        >>> r = load_recipe("recipes/allidb2-binary.yaml")  # doctest: +SKIP
+        >>> r.task
+        'classification'
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {path} does not exist; pass a path such as recipes/rare-class-recovery.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping (name:, task:, data:, arms:, ...), got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            key = _where(err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key {key!r}; remove or fix it (see alldata/recipes.py for the keys)")
+            else:
+                problems.append(f"{key}: {err['msg']}")
+        raise RecipeError(f"{path}: invalid recipe: " + "; ".join(problems)) from None
