@@ -1,35 +1,59 @@
-"""``alldata app``: open a dataset in the FiftyOne App."""
+"""``alldata app``: open a dataset in the FiftyOne App, with alldata's saved views."""
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 import sys
 from typing import Annotated
 
 import typer
 
-from alldata.cli._common import console, handle_errors
+from alldata.cli._common import console, err_console, handle_errors
 
 app = typer.Typer()
+
+
+def is_loopback(address: str) -> bool:
+    """Whether binding ``address`` keeps the server on this machine (``localhost``, 127.0.0.0/8, ::1)."""
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 @app.command("app")
 @handle_errors
 def app_(
     name: Annotated[str, typer.Argument(help="FiftyOne dataset name")] = "alldata",
-    port: Annotated[int, typer.Option(help="port on localhost")] = 5151,
-    address: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to serve on")] = 5151,
+    address: Annotated[str, typer.Option(help="address to bind (default: localhost only)")] = "127.0.0.1",
+    views: Annotated[bool, typer.Option(help="(re)build alldata's saved views first")] = True,
 ) -> None:
-    """Serve the FiftyOne App for NAME on localhost until Ctrl+C.
+    """Serve the FiftyOne App for NAME until Ctrl+C, with alldata's saved views (alldata-...).
 
     Runs FiftyOne's App server in the foreground (rather than ``fo.launch_app``, whose
-    background server outlives a killed script), so Ctrl+C stops it cleanly.
+    background server outlives a killed script), so Ctrl+C stops it cleanly. Tag a sample
+    ``reject`` or correct its label in the App: mix, benchmark, card and publish respect it.
     """
     from alldata.store import load_dataset
 
-    load_dataset(name)  # fail early, listing the datasets that exist
+    ds = load_dataset(name)  # fail early, listing the datasets that exist
+    if not is_loopback(address):
+        err_console.print(
+            f"[bold yellow]warning:[/] binding {address}: anyone who can reach this machine on port {port} can "
+            "browse and edit the dataset (the App has no login); use --address 127.0.0.1 to keep it local",
+            highlight=False, soft_wrap=True,
+        )
+    if views:
+        from alldata.cli.curate import print_views
+        from alldata.views import build_views
+
+        print_views(name, build_views(ds))
     cmd = [sys.executable, "-m", "fiftyone.server.main", "--port", str(port), "--address", address]
-    console.print(f"FiftyOne App: http://{address}:{port}/datasets/{name}  (Ctrl+C to stop)")
+    console.print(f"FiftyOne App: http://{address}:{port}/datasets/{name}  (Ctrl+C to stop)", highlight=False)
     proc = subprocess.Popen(cmd)
     try:
         proc.wait()
