@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from alldata.cli import app as _app
-from alldata.cli import benchmark, compose, curate, generate, info, ingest, publish, score, split
+from alldata.cli import benchmark, compose, curate, generate, info, ingest, previews, publish, score, split
 
 __all__ = ["app"]
 
@@ -15,5 +15,5 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-for _group in (ingest, split, info, _app, generate, compose, score, curate, publish, benchmark):
+for _group in (ingest, split, info, _app, generate, compose, score, curate, publish, benchmark, previews):
     app.registered_commands += _group.app.registered_commands

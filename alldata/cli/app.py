@@ -31,6 +31,7 @@ def app_(
     port: Annotated[int, typer.Option(help="port to serve on")] = 5151,
     address: Annotated[str, typer.Option(help="address to bind (default: localhost only)")] = "127.0.0.1",
     views: Annotated[bool, typer.Option(help="(re)build alldata's saved views first")] = True,
+    previews: Annotated[bool, typer.Option(help="write PNG previews of TIFFs (browsers cannot show TIFF) first")] = True,
 ) -> None:
     """Serve the FiftyOne App for NAME until Ctrl+C, with alldata's saved views (alldata-...).
 
@@ -47,6 +48,11 @@ def app_(
             "browse and edit the dataset (the App has no login); use --address 127.0.0.1 to keep it local",
             highlight=False, soft_wrap=True,
         )
+    if previews:
+        from alldata.cli.previews import print_previews
+        from alldata.previews import ensure_previews
+
+        print_previews(name, ensure_previews(ds, progress=True))
     if views:
         from alldata.cli.curate import print_views
         from alldata.views import build_views
