@@ -317,7 +317,8 @@ class SegmentationTask:
         if hasattr(model, "fit"):
             model.fit(images, masks, insts)
         rows = [self._evaluate(model, r, tile) for r in self._records(ctx.dataset, ctx.test_ids)]
-        info = {"n_real": len(real), "n_synthetic": len(synthetic), "n_tiles": len(images),
+        info = {"n_train": len(real) + len(synthetic), "n_real": len(real), "n_synthetic": len(synthetic),
+                "n_tiles": len(images),
                 "n_scored": sum("tp" in r or "box_tp" in r for r in rows), "seconds": round(time.time() - t0, 2)}
         return CellResult(rows=rows, metrics=self.score(rows), info=info)
 
