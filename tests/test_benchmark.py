@@ -126,6 +126,19 @@ def test_engine_end_to_end_resume_and_write_back(cells_ds, tmp_path, monkeypatch
     again = run_benchmark(recipe, cells_ds, out, progress=False)
     assert calls == [] and again.ran == 0 and again.skipped == 8
     assert again.summary["gains"] == run.summary["gains"]
+    # a cell is keyed by what it computes: rewording the description, adding a metric or an
+    # arm keeps the finished cells; changing a model's settings reruns that model's cells
+    monkeypatch.undo()
+    grown = tiny_recipe(arms=("real", "oracle", "oversample", "augment"), seeds=[0], description="reworded")
+    grown = grown.model_copy(update={"arms": [*grown.arms, grown.arm("oversample").model_copy(update={"name": "more"})]})
+    third = run_benchmark(grown, cells_ds, out, progress=False, write_back=False)
+    assert third.ran == 2 and third.skipped == 8  # only the new arm's two folds
+    from alldata.benchmark.engine import cell_hash
+    from alldata.benchmark.tasks import Cell
+
+    cell0 = Cell("real", "random_forest", 0, 0)
+    retuned = recipe.model_copy(update={"models": [recipe.models[0].model_copy(update={"params": {"n_estimators": 7}})]})
+    assert cell_hash(retuned, cell0, cells_ds) != cell_hash(recipe, cell0, cells_ds) == cell_hash(grown, cell0, cells_ds)
 
 
 def test_gan_arm_trains_on_train_cells_and_adds_synthetic_samples(cells_ds, tmp_path):

@@ -239,6 +239,24 @@ def recipe_hash(recipe: Recipe, dataset: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+#: Recipe keys that do not change what a cell computes (editing them reuses finished cells).
+_PRESENTATION_KEYS = ("name", "description", "arms", "models", "seeds", "baseline", "oracle", "metrics",
+                      "primary_metric", "n_boot", "quick")
+
+
+def cell_hash(recipe: Recipe, cell: Cell, dataset: str) -> str:
+    """A short hash of what one cell's result depends on: the dataset, the pool, folds and rare
+    cut (data, eval_sources, folds, rare, mix, max_per_class, task), the cell's own arm and
+    model specs, and its fold and seed. Adding an arm, a metric or a seed, or rewording the
+    description, leaves every finished cell valid."""
+    shared = recipe.model_dump(mode="json", by_alias=True, exclude=set(_PRESENTATION_KEYS))
+    arm = recipe.arm(cell.arm).model_dump(mode="json")
+    model = next(m for m in recipe.models if m.name == cell.model).model_dump(mode="json")
+    text = json.dumps({"recipe": shared, "arm": arm, "model": model, "fold": cell.fold, "seed": cell.seed,
+                       "dataset": dataset}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -323,7 +341,7 @@ def run_benchmark(
         path = out / "cells" / f"{cell.key()}.json"
         if path.is_file():
             saved = json.loads(path.read_text())
-            if saved.get("recipe_hash") == fingerprint:
+            if saved.get("cell_hash") == cell_hash(recipe, cell, dataset) or saved.get("recipe_hash") == fingerprint:
                 results[cell] = CellResult.from_json(saved)
                 skipped += 1
                 continue
@@ -344,7 +362,8 @@ def run_benchmark(
         result.info.setdefault("seconds", round(time.time() - started, 2))
         result.info.setdefault("n_test", len(ctx.test_ids))
         _check_rows(cell, result, set(ctx.test_ids))
-        _write_json(path, {"recipe_hash": fingerprint, "cell": cell.key(), **result.to_json()})
+        _write_json(path, {"recipe_hash": fingerprint, "cell_hash": cell_hash(recipe, cell, dataset), "cell": cell.key(),
+                           **result.to_json()})
         results[cell] = result
         ran += 1
     bar.close()

@@ -4,6 +4,8 @@ Arms (:data:`alldata.recipes.ARM_KINDS` ``["segmentation"]``):
 
 * ``real``: the fold's real training cells that carry an expert mask (ALL-IDB2's nucleus /
   cytoplasm masks; each crop is one cell, its instance map the mask's main component).
+  With ``extra_real_tiles: N`` the arm adds N repeats of its real tiles: a control with as
+  many optimisation steps per epoch as an ``overlap`` arm, without new content.
 * ``overlap``: ``real`` plus composites of :mod:`alldata.generators.overlap`: the fold's
   training cells pasted onto the fold's training smears at a controlled overlap, with
   exact instance masks (params: ``num_composites``, ``overlap_range``, ``cells_per_image``;
@@ -312,6 +314,13 @@ class SegmentationTask:
                 images.append(a)
                 masks.append(b)
                 insts.append(c)
+        extra = int(arm.params.get("extra_real_tiles", 0))
+        if extra:  # an equal-steps control: repeats of real tiles (augmented differently in fit)
+            n_real = len(images) - sum(len(_tiles(*x, tile)) for x in synthetic)
+            pick = np.random.default_rng(ctx.cell.seed).integers(0, n_real, extra)
+            images += [images[i] for i in pick]
+            masks += [masks[i] for i in pick]
+            insts += [insts[i] for i in pick]
         params = {"image_size": tile, "seed": ctx.cell.seed, "progress": ctx.progress, **spec.params}
         model = get_segmenter(spec.name, **params)
         if hasattr(model, "fit"):
