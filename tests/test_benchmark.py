@@ -164,6 +164,16 @@ def test_gan_arm_trains_on_train_cells_and_adds_synthetic_samples(cells_ds, tmp_
         p.unlink()
     run_benchmark(recipe, cells_ds, tmp_path / "run", progress=False, write_back=False)
     assert len(fo.load_dataset(cells_ds).match_tags(F.TAG_SYNTHETIC)) == n
+    # changed generator settings rerun the gan cells with a newly trained generator, not the cached one
+    meta_path = tmp_path / "run" / "work" / "shared" / "arm=gan" / "fold=0" / "seed=0" / "generator.json"
+    before = json.loads(meta_path.read_text())
+    gan = recipe.arm("gan")
+    retuned = recipe.model_copy(update={"arms": [recipe.arm("real"), gan.model_copy(
+        update={"params": {**gan.params, "steps": 3}})]})
+    again = run_benchmark(retuned, cells_ds, tmp_path / "run", progress=False, write_back=False)
+    after = json.loads(meta_path.read_text())
+    assert again.ran == 2 and after["steps"] == 3 and after["spec_sha256"] != before["spec_sha256"]
+    assert after["sha256"] != before["sha256"]
 
 
 class FixedTask:

@@ -23,8 +23,10 @@ Classic models (``input_kind == "features"``, the default) see
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -301,10 +303,18 @@ def _synthesise(ctx: CellContext, kind: str, params: dict[str, Any], need: dict[
     batch = int(params.get("batch_size", 16))
     preset = params.get("preset", "cpu")
     done = shared / "generator.json"
+    # the cache is valid only for these settings and this training set (the shared dir is keyed by
+    # arm name, fold and seed; an arm whose params changed must not reuse an old generator)
+    spec = {"kind": kind, "params": params, "image_size": size, "train_ids": sorted(ctx.train_ids),
+            "rare_kept": sorted(ctx.rare_kept)}
+    spec_sha = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
     t0 = time.time()
-    if done.is_file():
-        meta = json.loads(done.read_text())
-    else:
+    meta = json.loads(done.read_text()) if done.is_file() else None
+    if meta is not None and meta.get("spec_sha256", spec_sha) != spec_sha:
+        for stale in ("generator", "finetuned"):
+            shutil.rmtree(shared / stale, ignore_errors=True)
+        meta = None
+    if meta is None:
         base = shared / "generator"
         cells = _cells_for(ctx, ctx.train_ids, size)
         common = dict(steps=steps, batch_size=batch, seed=seed, sample_every=0, save_every=max(50, steps // 4),
@@ -331,7 +341,7 @@ def _synthesise(ctx: CellContext, kind: str, params: dict[str, Any], need: dict[
                                    progress=ctx.progress)
         meta = {"checkpoint": str(ckpt), "sha256": checkpoint_sha256(ckpt), "train_seconds": round(time.time() - t0, 1),
                 "n_train_cells": len(ctx.train_ids), "n_finetune_cells": len(ctx.rare_kept) if ft_steps else 0,
-                "steps": steps, "finetune_steps": ft_steps, "image_size": size}
+                "steps": steps, "finetune_steps": ft_steps, "image_size": size, "spec_sha256": spec_sha}
         done.write_text(json.dumps(meta, indent=1))
     Generator.from_pretrained(meta["checkpoint"])  # fails loudly on a broken cache
     sample_kwargs = {}
