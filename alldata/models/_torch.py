@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alldata.errors import ImageError
-from alldata.models.base import ModelError
+from alldata.models.base import ModelError, read_saved_config
 
 if TYPE_CHECKING:
     import torch
@@ -182,17 +182,8 @@ def save_checkpoint(model: nn.Module, config: dict[str, Any], directory: str | P
 
 def read_checkpoint(directory: str | Path, fmt: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``(config, state_dict)`` of a folder written by :func:`save_checkpoint` with ``config["format"] == fmt``."""
-    d = Path(directory)
-    cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
-    if not cfg_path.is_file() or not w_path.is_file():
-        raise ModelError(f"{d} is not a saved model: it needs {CONFIG_NAME} and {WEIGHTS_NAME} (written by save())")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{cfg_path}: cannot read ({e})") from None
-    found = config.get("format") if isinstance(config, dict) else None
-    if found != fmt:
-        raise ModelError(f"{cfg_path}: format {found!r} is not {fmt!r}; this folder holds another kind of model")
+    config = read_saved_config(directory, CONFIG_NAME, WEIGHTS_NAME, fmt, "model")
+    w_path = Path(directory) / WEIGHTS_NAME
     return config, read_weights(w_path)
 
 

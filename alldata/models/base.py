@@ -11,6 +11,8 @@ idea as :func:`alldata.generators.get_family`). Listing the names (``names()``, 
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -27,6 +29,7 @@ __all__ = [
     "Segmenter",
     "get_classifier",
     "get_segmenter",
+    "read_saved_config",
 ]
 
 T = TypeVar("T")
@@ -130,3 +133,23 @@ def get_classifier(name: str, **params: Any) -> Any:
         3
     """
     return CLASSIFIERS.get(name)(**params)
+
+
+def read_saved_config(directory: str | Path, config_name: str, data_name: str, fmt: str, what: str) -> dict[str, Any]:
+    """The JSON config of a saved model folder, checked: both files present, readable, ``format == fmt``.
+
+    Raises:
+        ModelError: naming the folder or file and the problem (``what`` says which kind of model).
+    """
+    d = Path(directory)
+    cfg = d / config_name
+    if not cfg.is_file() or not (d / data_name).is_file():
+        raise ModelError(f"{d} is not a saved {what}: it needs {config_name} and {data_name} (written by save())")
+    try:
+        config = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{cfg}: cannot read ({e})") from None
+    found = config.get("format") if isinstance(config, dict) else None
+    if found != fmt:
+        raise ModelError(f"{cfg}: format {found!r} is not {fmt!r}; this folder holds another kind of model")
+    return config

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from alldata.models.base import CLASSIFIERS, ModelError
+from alldata.models.base import CLASSIFIERS, ModelError, read_saved_config
 
 __all__ = ["CONFIG_NAME", "DATA_NAME", "FORMAT", "KNN", "SVM", "RandomForest", "load_classifier"]
 
@@ -219,18 +219,8 @@ class _SklearnClassifier:
 def _read(directory: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     from safetensors.numpy import load_file
 
-    d = Path(directory)
-    cfg, data = d / CONFIG_NAME, d / DATA_NAME
-    if not cfg.is_file() or not data.is_file():
-        raise ModelError(f"{d} is not a saved classifier: it needs {CONFIG_NAME} and {DATA_NAME} (written by save())")
-    try:
-        config = json.loads(cfg.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{cfg}: cannot read ({e})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ModelError(
-            f"{cfg}: format {config.get('format') if isinstance(config, dict) else None!r} is not {FORMAT!r}"
-        )
+    config = read_saved_config(directory, CONFIG_NAME, DATA_NAME, FORMAT, "classifier")
+    cfg, data = Path(directory) / CONFIG_NAME, Path(directory) / DATA_NAME
     missing = {"name", "seed", "params", "classes"} - set(config)
     if missing:
         raise ModelError(f"{cfg}: missing keys {sorted(missing)}")
