@@ -1,19 +1,12 @@
 """Dataset cards: gather the facts of a dataset (or a selection of it) and render a Hugging Face card.
 
-:func:`gather_facts` reads everything from the data and from the reports alldata wrote,
-never from boilerplate: composition (per source, label, split, real/synthetic), the split
-policy and a leak check on ``group_id``, synthetic provenance, quality scores (the JSON
-reports of ``alldata score`` in ``$ALLDATA_HOME/datasets/NAME/score-*.json``), benchmark
-gains (``metrics.json`` of each ``--benchmark`` folder), ingest reports, licences and
-citations per source, and known biases. :func:`render_card` fills
-``cards/dataset_card.md`` through ``huggingface_hub.DatasetCard.from_template``. A fact
-alldata does not have is written as :data:`UNKNOWN`, never made up.
-
-Benchmark ``metrics.json`` keys read: ``gains`` (a list) whose items have ``arm``,
-``metric``, ``mean``, ``ci_low``, ``ci_high`` (required) and ``model``, ``baseline``,
-``n`` (shown when present); optional top-level ``name`` and ``confidence`` (e.g. 0.95).
-
-Samples tagged ``reject`` in the App are left out (:func:`alldata.curation.curated`).
+:func:`gather_facts` reads everything from the data and alldata's reports, never from
+boilerplate: composition, the split policy and a leak check on ``group_id``, synthetic
+provenance, quality scores (``alldata score`` reports), benchmark gains (the
+:class:`~alldata.reports.BenchmarkSummary` in each ``--benchmark`` folder), ingest reports
+(:class:`~alldata.reports.IngestReport`), licences, citations and known biases; samples
+tagged ``reject`` are left out. :func:`render_card` fills ``cards/dataset_card.md``
+through ``DatasetCard.from_template``. A fact alldata lacks is :data:`UNKNOWN`, never made up.
 
 Examples:
     >>> size_category(2954)
@@ -25,6 +18,7 @@ Examples:
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -147,29 +141,30 @@ def _read_json(path: Path, what: str) -> Any:
         raise CardError(f"{what} {path} is not readable JSON: {e}") from None
 
 
-def read_benchmark(path: str | Path) -> dict[str, Any]:
-    """A benchmark's gains from ``DIR/metrics.json`` (or the file itself), validated.
+def _defined(d: dict[str, Any]) -> dict[str, Any]:
+    """NaN (an undefined number in a report) as None, which the card writes as UNKNOWN."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in d.items()}
 
-    Returns ``{"path", "name", "confidence", "gains": [...]}``; ``gains`` is empty (and
-    ``note`` says why) when the file has no ``gains`` list.
+
+def read_benchmark(path: str | Path) -> dict[str, Any]:
+    """What the card shows of a benchmark: its :class:`~alldata.reports.BenchmarkSummary`
+    (``DIR/metrics.json`` or the file itself) as ``{"path", "name", "task", "dataset",
+    "confidence", "gains", "note"}``; ``note`` says why ``gains`` is empty.
+
+    Raises:
+        CardError: the file is missing or not a benchmark summary (the message names it).
     """
+    from alldata.reports import ReportError, load_benchmark_summary
+
     p = Path(path)
     f = p / "metrics.json" if p.is_dir() else p
-    data = _read_json(f, "benchmark metrics")
-    if not isinstance(data, dict):
-        raise CardError(f"benchmark metrics {f}: expected a JSON object, got {type(data).__name__}")
-    out: dict[str, Any] = {"path": str(f), "name": data.get("name") or p.name, "confidence": data.get("confidence"),
-                           "gains": [], "note": None}
-    gains = data.get("gains")
-    if not isinstance(gains, list) or not gains:
-        out["note"] = f"{f} has no `gains` list"
-        return out
-    for i, g in enumerate(gains):
-        missing = [k for k in ("arm", "metric", "mean", "ci_low", "ci_high") if not isinstance(g, dict) or k not in g]
-        if missing:
-            raise CardError(f"benchmark metrics {f}: gains[{i}] lacks {', '.join(missing)} (needs arm, metric, mean, ci_low, ci_high)")
-        out["gains"].append({k: g.get(k) for k in ("arm", "model", "metric", "baseline", "mean", "ci_low", "ci_high", "n")})
-    return out
+    try:
+        s = load_benchmark_summary(f)
+    except ReportError as e:
+        raise CardError(str(e)) from None
+    return {"path": str(f), "name": s.recipe, "task": s.task, "dataset": s.dataset, "confidence": s.confidence,
+            "gains": [_defined(g.model_dump()) for g in s.gains],
+            "note": None if s.gains else f"{f} compares no arm with the baseline `{s.baseline}`"}
 
 
 def _score_reports(dataset: str, paths: list[Path] | None) -> list[dict[str, Any]]:
@@ -188,15 +183,25 @@ def _score_reports(dataset: str, paths: list[Path] | None) -> list[dict[str, Any
 
 
 def _ingest_reports(ds: fo.Dataset, sources: list[str]) -> dict[str, dict[str, Any]]:
-    from alldata.config import home
+    """Each source's :class:`~alldata.reports.IngestReport`; where the file is not on this
+    machine (a shared database), the summary the ingest left in ``ds.info["ingest"]``."""
+    from alldata.ingest import report_path
+    from alldata.reports import ReportError, load_ingest_report
 
     info = (ds.info or {}).get("ingest", {})
+    keys = ("found", "added", "skipped", "warnings", "duplicates_tagged", "finished")
     out = {}
     for s in sources:
-        p = home() / "datasets" / ds.name / f"ingest-{s}.json"
-        r = _read_json(p, "ingest report") if p.is_file() else info.get(s)
-        if r:
-            out[s] = {k: r.get(k) for k in ("found", "added", "skipped", "warnings", "duplicates_tagged", "finished")}
+        p = report_path(ds.name, s)
+        if p.is_file():
+            try:
+                r = load_ingest_report(p)
+            except ReportError as e:
+                raise CardError(str(e)) from None
+            out[s] = {**r.model_dump(mode="json", include=set(keys)), "skipped": len(r.skipped),
+                      "warnings": len(r.warnings)}
+        elif info.get(s):
+            out[s] = {k: info[s].get(k) for k in keys}
     return out
 
 

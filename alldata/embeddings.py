@@ -41,7 +41,7 @@ rather than by content.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +55,8 @@ from alldata.schema import F
 
 if TYPE_CHECKING:
     import fiftyone as fo
+
+    from alldata.features import FeatureExtractor
 
 __all__ = [
     "DUP_RATIO",
@@ -193,13 +195,6 @@ def _cnn_encoder(ds: Any, encoder_dir: str | Path | None, retrain: bool, epochs:
         ) from None
 
 
-def _handcrafted(images: np.ndarray) -> np.ndarray:
-    from alldata.models import extract_features
-
-    x, _ = extract_features(list(images))
-    return x
-
-
 def _standardise(x: np.ndarray) -> np.ndarray:
     x = np.where(np.isfinite(x), x, np.nan)
     mean = np.nanmean(x, 0)
@@ -334,7 +329,9 @@ def embed_dataset(
             notes.append(f"no CNN encoder could be trained ({e}); used hand-crafted features instead")
             features = "handcrafted"
     size = encoder.image_size if encoder is not None else image_size
-    encode: Callable[[np.ndarray], np.ndarray] = encoder.encode if encoder is not None else _handcrafted
+    from alldata.models.features import HandcraftedFeatures
+
+    encode: FeatureExtractor = encoder if encoder is not None else HandcraftedFeatures()
 
     failures: dict[str, str] = {}
     ids: list[str] = []

@@ -1,4 +1,4 @@
-"""Feature encoders for scoring synthetic cells (:mod:`alldata.score`).
+"""Feature encoders for scoring synthetic cells (:mod:`alldata.score`); feature extractors of :mod:`alldata.features`.
 
 Two kinds:
 
@@ -78,10 +78,9 @@ def _cnn(channels: Sequence[int], num_classes: int) -> nn.Module:
 
 
 def _check_images(images: np.ndarray) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise EncoderError(f"images must be a uint8 (N, H, W, 3) array, got {images.dtype} {images.shape}")
-    return images
+    from alldata.features import check_images
+
+    return check_images(images, EncoderError)
 
 
 def _to_tensor(batch: np.ndarray, size: int, device: str) -> torch.Tensor:
@@ -106,7 +105,11 @@ def _file_sha256(*paths: Path) -> str:
 
 
 class Encoder:
-    """A frozen feature extractor: uint8 images in, ``(N, D)`` float32 features out."""
+    """A frozen feature extractor: uint8 images in, ``(N, D)`` float32 features out.
+
+    A :class:`alldata.features.FeatureExtractor`: ``name`` is ``encoder-<kind>`` and
+    calling it is :meth:`encode`.
+    """
 
     def __init__(self, model: nn.Module, config: dict[str, Any], device: str | None = None) -> None:
         self.device = _select_device(device)
@@ -118,6 +121,15 @@ class Encoder:
     @property
     def kind(self) -> str:
         return str(self.config["kind"])
+
+    @property
+    def name(self) -> str:
+        """``encoder-cnn`` or ``encoder-inception`` (the feature-extractor protocol's name)."""
+        return f"encoder-{self.kind}"
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """:meth:`encode` with the default batch size (the feature-extractor protocol)."""
+        return self.encode(images)
 
     @property
     def image_size(self) -> int:

@@ -1,42 +1,46 @@
-"""Train generators on the store's real cells, and write their samples back with provenance.
+"""Generator jobs: train on the store's real cells, fine-tune, sample, and write provenance.
 
-``train_generator`` picks the training view (real cells of the chosen sources and split),
-loads them with :func:`alldata.generators.data.load_cells` and calls the family's trainer.
-``generate_to_dataset`` samples a checkpoint in seeded batches, writes PNGs and adds them
-to the dataset tagged ``synthetic``; batch ``k`` always uses seed ``seed + k``, so an
-interrupted run resumes by skipping the batches already stored, without duplicates.
+Each stage asks :data:`~alldata.generators.GENERATORS` for the family's class (no per-family
+code here): :func:`train_generator` (real cells of chosen sources and split ->
+``cls.train``), :func:`finetune_generator` (few-shot, a new class), :func:`generate_to_dataset`
+(seeded batches -> PNGs -> samples tagged ``synthetic`` whose provenance, ``recipe``
+included, is written once at creation; batch ``k`` uses seed ``seed + k``, so an interrupted
+run resumes without duplicates). :func:`run_generator_job` chains them for one recipe arm
+(the benchmark), reusing a finished generator when its settings and training set match.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alldata import __version__
 from alldata.errors import AlldataError
 from alldata.schema import CellType, Diagnosis, F, Provenance, Subtype
 
-__all__ = ["PRESETS", "TRAINERS", "GeneratePlan", "finetune_generator", "generate_to_dataset", "plan_generation", "train_generator", "training_view"]
+if TYPE_CHECKING:
+    from alldata.generators.base import Generator
+    from alldata.generators.data import CellSet
 
-#: family -> "module:function" of its trainer (imported lazily: torch is heavy)
-TRAINERS = {"diffusion": "alldata.generators.ddpm:train_diffusion", "gan": "alldata.generators.gan:train_gan"}
-#: model sizes by family: "tiny" for tests, "cpu" for 32-64 px runs on a few cores, "gpu" for quality runs
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "diffusion": {
-        "tiny": {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4},
-        "cpu": {"block_out_channels": [16, 32, 32, 64], "layers_per_block": 1, "norm_num_groups": 8},
-        "gpu": {"block_out_channels": [64, 128, 128, 256], "layers_per_block": 2, "norm_num_groups": 32},
-    },
-    "gan": {
-        "tiny": {"z_dim": 16, "ngf": 8, "ndf": 8, "cond_dim": 16},
-        "cpu": {"z_dim": 64, "ngf": 32, "ndf": 32, "cond_dim": 64},
-        "gpu": {"z_dim": 128, "ngf": 64, "ndf": 64, "cond_dim": 128},
-    },
-}
+__all__ = [
+    "GeneratePlan",
+    "JobResult",
+    "finetune_generator",
+    "generate_to_dataset",
+    "plan_generation",
+    "run_generator_job",
+    "train_generator",
+    "trainable_family",
+    "training_view",
+]
+
+
 _ENUMS = {F.CELL_TYPE: CellType, F.DIAGNOSIS: Diagnosis, F.SUBTYPE: Subtype}
 
 
@@ -66,6 +70,22 @@ def training_view(dataset: str, *, sources: Sequence[str] | None = None, split: 
     return view
 
 
+def trainable_family(family: str) -> type[Generator]:
+    """The class of trainable generator family ``family``.
+
+    Raises:
+        AlldataError: ``family`` is not a registered trainable family (the message lists them).
+    """
+    from alldata.generators.base import GENERATORS, trainable_families
+
+    names = trainable_families()
+    if family not in names:
+        close = difflib.get_close_matches(family, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise AlldataError(f"generator family {family!r} cannot be trained here; choose one of {names}.{hint}")
+    return GENERATORS.get(family)
+
+
 def train_generator(
     family: str,
     dataset: str,
@@ -79,24 +99,19 @@ def train_generator(
     max_samples: int | None = None,
     preset: str = "cpu",
     **train_kwargs: Any,
-):
+) -> Generator:
     """Train generator ``family`` on the real cells selected by the arguments; returns it.
 
-    ``preset`` picks a model size from :data:`PRESETS`; ``train_kwargs`` go to the family's
-    trainer (steps, batch_size, seed, ...) and override the preset's config keys.
+    ``preset`` picks a model size from the family's ``PRESETS``; ``train_kwargs`` go to its
+    ``train`` (steps, batch_size, seed, ...) and override the preset's config keys.
     """
-    import importlib
-
     from alldata.generators.data import load_cells
 
-    if family not in TRAINERS:
-        raise AlldataError(f"unknown trainable generator {family!r}; choose one of {sorted(TRAINERS)} (overlap needs no training)")
-    if preset not in PRESETS[family]:
-        raise AlldataError(f"unknown preset {preset!r} for {family}; choose one of {sorted(PRESETS[family])}")
+    cls = trainable_family(family)
+    sizes = cls.preset(preset)
     view = training_view(dataset, sources=sources, split=split, where=where)
     cells = load_cells(view, image_size, label_fields=label_fields, max_samples=max_samples)
-    module, fn = TRAINERS[family].split(":")
-    return getattr(importlib.import_module(module), fn)(cells, out_dir, **{**PRESETS[family][preset], **train_kwargs})
+    return cls.train(cells, out_dir, **{**sizes, **train_kwargs})
 
 
 def finetune_generator(
@@ -110,7 +125,7 @@ def finetune_generator(
     split: str | None = "train",
     steps: int = 200,
     **finetune_kwargs: Any,
-):
+) -> Generator:
     """Few-shot: grow a trained generator's vocabulary by ``add`` and fine-tune it on the few
     real cells selected by ``where`` (e.g. a handful of FAB L3 blasts); saved to ``out_dir``.
 
@@ -123,21 +138,11 @@ def finetune_generator(
     if not add or not where:
         raise AlldataError("give the new condition value(s) to add (e.g. subtype=L3) and a --where filter selecting their examples")
     gen = Generator.from_pretrained(checkpoint)
-    known = gen.config.get("conditions", {})
     for field_, value in add.items():
-        if value not in known.get(field_, []):
-            gen.add_condition_value(field_, value)
+        gen.add_condition_value(field_, value)
     view = training_view(dataset, sources=sources, split=split, where=where)
     cells = load_cells(view, int(gen.config["image_size"]), label_fields=list(gen.config["conditions"]))
-    if gen.family == "diffusion":
-        from alldata.generators.ddpm import finetune_diffusion
-
-        return finetune_diffusion(gen, cells, out_dir, steps=steps, **finetune_kwargs)
-    if gen.family == "gan":
-        from alldata.generators.gan import finetune_gan
-
-        return finetune_gan(gen, cells, out_dir, steps, base_dir=checkpoint, **finetune_kwargs)
-    raise AlldataError(f"generator family {gen.family!r} cannot be fine-tuned (only diffusion and gan)")
+    return gen.finetune(cells, out_dir, steps=steps, base_dir=checkpoint, **finetune_kwargs)
 
 
 def _slug(condition: dict[str, Any]) -> str:
@@ -190,12 +195,14 @@ def generate_to_dataset(
     seed: int = 0,
     batch_size: int = 64,
     progress: bool = True,
+    recipe: str | None = None,
     **sample_kwargs: Any,
 ) -> tuple[GeneratePlan, int]:
     """Sample ``num_samples`` images for ``condition`` and add them to ``dataset`` with provenance.
 
-    Returns the plan and the number of samples added. ``sample_kwargs`` go to the
-    generator's ``sample`` (e.g. ``sampler="dpm++"``, ``num_inference_steps=20``).
+    Returns the plan and the number of samples added. ``recipe`` (the benchmark recipe the
+    samples are made for) goes into the provenance; ``sample_kwargs`` go to the generator's
+    ``sample`` (e.g. ``sampler="dpm++"``, ``num_inference_steps=20``).
     """
     from PIL import Image
     from tqdm import tqdm
@@ -227,6 +234,7 @@ def generate_to_dataset(
                 condition=dict(condition, batch_index=i),
                 sampler=sample_kwargs.get("sampler"),
                 num_inference_steps=sample_kwargs.get("num_inference_steps"),
+                recipe=recipe,
                 alldata_version=__version__,
             )
             samples.append(make_synthetic_sample(path, family=plan.family, source_id=sid, provenance=prov, **labels))
@@ -234,3 +242,100 @@ def generate_to_dataset(
         bar.update(n)
     bar.close()
     return plan, added
+
+
+@dataclass
+class JobResult:
+    """What :func:`run_generator_job` made: the checkpoint and the samples' keys per request."""
+
+    family: str
+    checkpoint: Path
+    checkpoint_sha256: str
+    train_seconds: float
+    generate_seconds: float
+    image_size: int
+    keys: list[list[str]]  # per request, the dataset keys of its samples
+
+
+#: The finished job's record in ``work_dir`` (its name predates the job function).
+JOB_FILE = "generator.json"
+
+
+def run_generator_job(
+    family: str,
+    params: dict[str, Any],
+    dataset: str,
+    work_dir: str | Path,
+    *,
+    train_cells: Callable[[int], CellSet],
+    requests: Sequence[tuple[dict[str, Any], int]],
+    finetune_cells: Callable[[int], CellSet] | None = None,
+    image_size: int = 64,
+    seed: int = 0,
+    recipe: str | None = None,
+    cache_key: str = "",
+    progress: bool = False,
+) -> JobResult:
+    """Train (or reuse) -> fine-tune -> sample -> write, for one recipe arm of ``family``.
+
+    Args:
+        family: a trainable generator family.
+        params: the arm's settings (the family's ``ARM_PARAMS``: preset, steps, ...).
+        dataset: where the samples go.
+        work_dir: holds ``generator/``, ``finetuned/``, ``images/`` and ``generator.json``;
+            a finished generator there is reused when ``cache_key`` matches, else retrained.
+        train_cells: ``image_size -> CellSet`` of the training cells (called only to train).
+        requests: ``(condition, num_samples)`` pairs to sample.
+        finetune_cells: ``image_size -> CellSet`` of the few-shot cells, or None (no fine-tune).
+        image_size: the size used when ``params`` sets none.
+        seed: training, fine-tuning and sampling seed.
+        recipe: recorded in every sample's provenance.
+        cache_key: what identifies the training data and settings (e.g. a hash of them).
+        progress: show progress bars.
+    """
+    from alldata.generators.base import Generator, checkpoint_sha256
+    from alldata.synthetic import synthetic_source
+
+    cls = trainable_family(family)
+    settings = cls.arm_settings(params, image_size)
+    train_kw, finetune_kw, sample_kw = cls.arm_kwargs(settings)
+    size, steps, batch, ft_steps = (int(settings[k]) for k in ("image_size", "steps", "batch_size", "finetune_steps"))
+    work = Path(work_dir)
+    done = work / JOB_FILE
+    t0 = time.time()
+    meta = json.loads(done.read_text()) if done.is_file() else None
+    if meta is not None and meta.get("spec_sha256", cache_key) != cache_key:
+        import shutil
+
+        for stale in ("generator", "finetuned"):
+            shutil.rmtree(work / stale, ignore_errors=True)
+        meta = None
+    if meta is None:
+        base = work / "generator"
+        cells = train_cells(size)
+        gen = cls.train(cells, base, steps=steps, batch_size=batch, seed=seed, sample_every=0,
+                        save_every=max(50, steps // 4), progress=progress, **cls.preset(settings["preset"]), **train_kw)
+        ckpt, n_few = base, 0
+        if ft_steps > 0 and finetune_cells is not None:
+            few = finetune_cells(size)
+            ckpt, n_few = work / "finetuned", len(few)
+            gen.finetune(few, ckpt, steps=ft_steps, base_dir=base, batch_size=min(batch, max(2, len(few))), seed=seed,
+                         sample_every=0, save_every=ft_steps, progress=progress, **finetune_kw)
+        meta = {"checkpoint": str(ckpt), "sha256": checkpoint_sha256(ckpt), "train_seconds": round(time.time() - t0, 1),
+                "n_train_cells": len(cells), "n_finetune_cells": n_few, "steps": steps, "finetune_steps": ft_steps,
+                "image_size": size, "spec_sha256": cache_key}
+        work.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps(meta, indent=1))
+    Generator.from_pretrained(meta["checkpoint"])  # fails loudly on a broken cache
+    t1 = time.time()
+    keys: list[list[str]] = []
+    for condition, n in requests:
+        if n <= 0:
+            keys.append([])
+            continue
+        plan, _ = generate_to_dataset(meta["checkpoint"], condition, n, dataset, work / "images", seed=seed,
+                                      batch_size=64, progress=False, recipe=recipe, **sample_kw)
+        src = synthetic_source(plan.family)
+        keys.append([f"{src}/{plan.source_id(k, i)}" for k, (_, m) in enumerate(plan.batches) for i in range(m)])
+    return JobResult(family, Path(meta["checkpoint"]), meta["sha256"], meta["train_seconds"],
+                     round(time.time() - t1, 1), size, keys)

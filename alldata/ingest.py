@@ -4,23 +4,23 @@ Idempotent and resumable: each sample is keyed ``<source>/<source_id>`` and carr
 fingerprint of its whole record, so a re-run adds nothing, changed files are replaced,
 and an interrupted run picks up where it stopped (samples are written in batches).
 Files that cannot be loaded are reported (file + reason) and skipped; nothing on disk is
-ever changed, and nothing already in the dataset is deleted.
+ever changed, and nothing already in the dataset is deleted. The run's
+:class:`~alldata.reports.IngestReport` is written to :func:`report_path`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alldata.config import home
 from alldata.errors import AlldataError, SourceNotFoundError
+from alldata.reports import IngestProblem, IngestReport, save_report
 from alldata.schema import F, Sample
 from alldata.sources import SOURCES, Problem, Source, get_source
 from alldata.store import open_dataset, to_fiftyone
@@ -29,44 +29,6 @@ if TYPE_CHECKING:
     import fiftyone as fo
 
 __all__ = ["IngestReport", "ingest", "ingest_all", "report_path", "tag_duplicates"]
-
-
-@dataclass
-class IngestReport:
-    """What one ingest did; written as JSON beside the dataset's other reports."""
-
-    source: str
-    root: str
-    dataset: str
-    found: int = 0
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    not_on_disk: int = 0
-    duplicates_tagged: int = 0
-    seconds: float = 0.0
-    problems: list[Problem] = field(default_factory=list)
-
-    @property
-    def skipped(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "skipped"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["problems"] = [p.to_dict() for p in self.problems]
-        d["skipped"], d["warnings"] = len(self.skipped), len(self.warnings)
-        return d
-
-    def summary(self) -> str:
-        return (
-            f"{self.source}: {self.found} files, {self.added} added, {self.updated} updated, "
-            f"{self.unchanged} unchanged, {len(self.skipped)} skipped, {len(self.warnings)} warnings "
-            f"({self.seconds:.1f} s)"
-        )
 
 
 def report_path(dataset: str, source: str) -> Path:
@@ -178,8 +140,10 @@ def ingest(
     flush()
     bar.close()
     report.not_on_disk = 0 if max_samples else len(set(index) - seen)
-    report.duplicates_tagged = tag_duplicates(ds)
-    report.problems = sorted(src.problems, key=lambda p: (p.severity, p.path))
+    tag_duplicates(ds)
+    report.duplicates_tagged = len(ds.match({F.SOURCE: src.name}).match_tags(F.TAG_DUPLICATE))
+    report.problems = [IngestProblem(path=p.path, reason=p.reason, severity=p.severity)
+                       for p in sorted(src.problems, key=lambda p: (p.severity, p.path))]
     report.seconds = time.perf_counter() - t0
     _write_report(ds, report)
     return report
@@ -234,13 +198,12 @@ def tag_duplicates(ds: fo.Dataset) -> int:
 
 
 def _write_report(ds: fo.Dataset, report: IngestReport) -> None:
-    data = report.to_dict()
-    data["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    path = report_path(ds.name, report.source)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2))
+    """The report file (the contract), and a summary of it in ``ds.info["ingest"][source]``."""
+    report.finished = datetime.now(timezone.utc).replace(microsecond=0)
+    path = save_report(report, report_path(ds.name, report.source))
     info = dict(ds.info)
-    info.setdefault("ingest", {})[report.source] = {k: v for k, v in data.items() if k != "problems"}
-    info["ingest"][report.source]["report"] = str(path)
+    info.setdefault("ingest", {})[report.source] = {
+        **report.model_dump(mode="json", exclude={"problems"}), "skipped": len(report.skipped),
+        "warnings": len(report.warnings), "report": str(path)}
     ds.info = info
     ds.save()

@@ -8,23 +8,29 @@ the rare-class recovery protocol: every arm except the ``oracle`` keeps only a s
 of one class's training groups.
 
 Validation is pydantic with ``extra="forbid"``: a typo in a key fails loudly, and
-:func:`load_recipe` names the file and the offending key. Validation imports neither torch
-nor fiftyone.
+:func:`load_recipe` names the file and the offending key. An arm kind is one the task
+implements itself (:data:`ARM_KINDS`) or, for classification, any trainable generator family
+registered in :data:`~alldata.generators.GENERATORS` (:func:`arm_kinds`). Validation imports
+neither torch nor fiftyone.
 
 Examples:
-    >>> sorted(ARM_KINDS["segmentation"])
+    >>> sorted(arm_kinds("segmentation"))
     ['overlap', 'real']
 """
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alldata.errors import AlldataError
+from alldata.generators.base import GENERATORS, family_traits, trainable_families
 from alldata.schema import CellType, Diagnosis, F, Subtype
 
 __all__ = [
@@ -40,17 +46,47 @@ __all__ = [
     "RareSpec",
     "Recipe",
     "RecipeError",
+    "arm_kinds",
+    "is_generator_kind",
     "load_recipe",
     "recipe_slug",
 ]
 
-#: Arm kinds each task implements.
+#: Arm kinds each task implements itself (generator-family arms come from the registry: :func:`arm_kinds`).
 ARM_KINDS: dict[str, frozenset[str]] = {
-    "classification": frozenset({"real", "oracle", "augment", "oversample", "gan", "diffusion"}),
+    "classification": frozenset({"real", "oracle", "augment", "oversample"}),
     "segmentation": frozenset({"real", "overlap"}),
 }
-#: Arm kinds that train a generator (alldata.generators) on the fold's training samples.
-GENERATOR_KINDS = frozenset({"gan", "diffusion"})
+#: Tasks whose arms may also name a trainable generator family (trained on the fold's training cells).
+GENERATOR_ARM_TASKS = frozenset({"classification"})
+
+
+def is_generator_kind(kind: str) -> bool:
+    """Whether arm kind ``kind`` is a registered, trainable generator family."""
+    return kind in GENERATORS and family_traits(kind).trainable
+
+
+def arm_kinds(task: str) -> frozenset[str]:
+    """The arm kinds task ``task`` accepts: its own plus, where it takes them, the trainable families."""
+    own = ARM_KINDS.get(task, frozenset())
+    return own | frozenset(trainable_families()) if task in GENERATOR_ARM_TASKS else own
+
+
+class _GeneratorKinds(AbstractSet):
+    """The trainable generator families, read live from the registry (a set, for ``in`` tests)."""
+
+    def __contains__(self, kind: object) -> bool:
+        return isinstance(kind, str) and is_generator_kind(kind)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(trainable_families())
+
+    def __len__(self) -> int:
+        return len(trainable_families())
+
+
+#: Arm kinds that train a generator (a live view of the registry; prefer :func:`is_generator_kind`).
+GENERATOR_KINDS: AbstractSet[str] = _GeneratorKinds()
 #: Label fields a recipe may classify.
 LABEL_FIELDS: dict[str, type] = {F.DIAGNOSIS: Diagnosis, F.CELL_TYPE: CellType, F.SUBTYPE: Subtype}
 #: Whole-set classification metrics; per-class ones are ``<name>:<class>`` with name in CLASS_METRIC_NAMES.
@@ -168,15 +204,17 @@ class Recipe(_Spec):
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
-        allowed = ARM_KINDS[self.task]
+        allowed = arm_kinds(self.task)
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError(f"arms: names {names} repeat; give every arm its own name")
         for i, arm in enumerate(self.arms):
             if arm.kind not in allowed:
+                close = difflib.get_close_matches(arm.kind, sorted(allowed), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else " (or register a generator family)"
                 raise ValueError(
                     f"arms.{i}.kind: {arm.kind!r} is not an arm kind of task {self.task!r}; "
-                    f"allowed: {', '.join(sorted(allowed))}"
+                    f"allowed: {', '.join(sorted(allowed))}{hint}"
                 )
         if self.baseline not in names:
             raise ValueError(f"baseline: {self.baseline!r} is not an arm; arms are {names}")
@@ -193,7 +231,7 @@ class Recipe(_Spec):
         classes = self.data.class_names()
         if self.rare is not None and classes is not None and self.rare.class_ not in classes:
             raise ValueError(f"rare.class: {self.rare.class_!r} is not one of the classes {classes}")
-        if any(a.kind in GENERATOR_KINDS for a in self.arms):
+        if any(is_generator_kind(a.kind) for a in self.arms):
             enum = LABEL_FIELDS[self.data.label_field]
             made = [self.rare.class_] if self.rare is not None else (classes or [])
             for c in made:
@@ -233,11 +271,12 @@ class Recipe(_Spec):
         arms = []
         for a in self.arms:
             p = dict(a.params)
-            if q.generator_steps is not None and a.kind in GENERATOR_KINDS:
+            takes = family_traits(a.kind).arm_params if is_generator_kind(a.kind) else ()
+            if q.generator_steps is not None and "steps" in takes:
                 p["steps"] = q.generator_steps
-            if q.finetune_steps is not None and a.kind in GENERATOR_KINDS:
+            if q.finetune_steps is not None and "finetune_steps" in takes:
                 p["finetune_steps"] = q.finetune_steps
-            if q.num_inference_steps is not None and a.kind == "diffusion":
+            if q.num_inference_steps is not None and "num_inference_steps" in takes:
                 p["num_inference_steps"] = q.num_inference_steps
             p.update(q.arm_params.get(a.name, {}))
             arms.append(a.model_copy(update={"params": p}))

@@ -1,51 +1,59 @@
-"""Quality scores of synthetic batches: distribution metrics and memorisation checks.
+"""Quality gates for synthetic cells: ``alldata score`` measures, judges and reports.
 
-The metric functions are pure: they take feature arrays ``(N, D)`` (e.g. from
-:meth:`alldata.encoder.Encoder.encode`) and return numbers. :func:`score_dataset` ties
-them to a FiftyOne dataset: it encodes a synthetic and a real view, computes everything,
-writes per-sample memorisation fields on the synthetic samples, tags likely copies
-``memorised`` and writes a JSON report.
+:func:`score_images` measures synthetic images against real ones, on arrays: simple pixel
+statistics that need no encoder, distribution and memorisation metrics on the features of
+a :class:`~alldata.features.FeatureExtractor` (FD and KID beside their real-vs-real floor),
+and CAS against TRS. It judges them against :class:`Gates` (the documented thresholds) into
+a typed :class:`ScoreReport` with a pass/fail verdict. :func:`score_dataset` does the same
+for the cells of a FiftyOne dataset, tags likely copies and writes the report as JSON, also
+to ``<checkpoint>/score.json`` when the checkpoint is named, which :func:`last_score` reads.
+The metrics themselves live in :mod:`alldata.metrics.generative`.
 """
 
 from __future__ import annotations
 
-import json
-import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Hashable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alldata.config import home
 from alldata.errors import AlldataError
+from alldata.metrics import MetricError
 from alldata.schema import F
 
 if TYPE_CHECKING:
     import fiftyone as fo
 
     from alldata.encoder import Encoder
+    from alldata.features import FeatureExtractor
+    from alldata.metrics.generative import Memorisation
 
 __all__ = [
     "COPY_FLAG",
     "NN_DISTANCE",
     "NN_RATIO",
     "NN_REAL_KEY",
+    "SCORE_NAME",
     "TAG_MEMORISED",
-    "Memorisation",
+    "GateResult",
+    "Gates",
+    "PixelReport",
     "ScoreError",
+    "ScoreMetrics",
+    "ScoreParams",
+    "ScoreReport",
     "default_report_path",
-    "density_coverage",
-    "frechet_distance",
     "get_encoder",
-    "kid",
-    "memorisation",
+    "judge",
+    "last_score",
     "parse_view",
-    "precision_recall",
     "real_view",
     "score_dataset",
+    "score_images",
     "synthetic_view",
 ]
 
@@ -55,209 +63,316 @@ NN_DISTANCE = "nn_distance"
 NN_RATIO = "nn_ratio"
 COPY_FLAG = "copy_flag"
 TAG_MEMORISED = "memorised"
+#: The report's file name inside a checkpoint folder (read by :func:`last_score`).
+SCORE_NAME = "score.json"
 
 #: Keys a ``--synthetic-view`` / ``--real-view`` string may use.
 SYNTHETIC_KEYS = ("generator", "tag")
 REAL_KEYS = ("split", "source")
+#: Label fields CAS may classify, in order of preference.
+CAS_FIELDS = (F.CELL_TYPE, F.SUBTYPE, F.DIAGNOSIS)
 
 
-class ScoreError(AlldataError, ValueError):
+class ScoreError(MetricError):
     """Bad scoring arguments, or too few samples for a metric."""
 
 
-# --- helpers -------------------------------------------------------------------------------
+# --- the contract -------------------------------------------------------------------------------
 
 
-def _features(x: np.ndarray, name: str, min_n: int = 1) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.ndim != 2:
-        raise ScoreError(f"{name} features must be a 2-D (N, D) array, got shape {x.shape}")
-    if len(x) < min_n:
-        raise ScoreError(f"{name}: {len(x)} samples; this metric needs at least {min_n}")
-    if not np.isfinite(x).all():
-        raise ScoreError(f"{name} features contain NaN or inf")
-    return x
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _same_dim(a: np.ndarray, b: np.ndarray) -> None:
-    if a.shape[1] != b.shape[1]:
-        raise ScoreError(f"feature dimensions differ: {a.shape[1]} (real) vs {b.shape[1]} (fake)")
+class Gates(_Model):
+    """The pass/fail thresholds of ``alldata score`` (each synthetic set is judged against real cells).
 
+    Pixel gates (no encoder): per-channel mean within ``mean_levels`` of real (0-255
+    levels), per-channel std and high-frequency energy (mean |neighbouring-pixel
+    difference|) within ``std_rel`` / ``hf_rel`` of real, as a share. Encoder gates: FD and
+    KID of synthetic vs one half of the real cells at most ``fd_ratio`` / ``kid_ratio``
+    times the real-vs-real floor (that half vs the other half; for KID the floor is
+    |KID| + its std over subsets); precision and recall at least ``precision_min`` /
+    ``recall_min``; copy rate at most ``copy_rate_max``; CAS (a reference classifier
+    trained on synthetic cells, tested on real held-out cells) at least ``cas_ratio`` × TRS
+    (the same classifier trained on real cells).
 
-def _dist_chunks(a: np.ndarray, b: np.ndarray, chunk: int = 1024) -> Iterator[tuple[int, np.ndarray]]:
-    """Euclidean distances ``a[i:i+chunk]`` x ``b`` (bounded memory)."""
-    from scipy.spatial.distance import cdist
-
-    for i in range(0, len(a), chunk):
-        yield i, cdist(a[i : i + chunk], b)
-
-
-def _kth_nn_radius(x: np.ndarray, k: int) -> np.ndarray:
-    """Distance of each row of ``x`` to its k-th nearest neighbour in ``x`` (itself excluded)."""
-    out = np.empty(len(x))
-    for i, d in _dist_chunks(x, x):
-        out[i : i + len(d)] = np.partition(d, k, axis=1)[:, k]  # position 0 is the point itself
-    return out
-
-
-def _nearest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each row of ``a``: index of and distance to its nearest row of ``b``."""
-    idx, dist = np.empty(len(a), np.int64), np.empty(len(a))
-    for i, d in _dist_chunks(a, b):
-        j = d.argmin(1)
-        idx[i : i + len(d)], dist[i : i + len(d)] = j, d[np.arange(len(d)), j]
-    return idx, dist
-
-
-# --- distribution metrics ------------------------------------------------------------------
-
-
-def frechet_distance(real: np.ndarray, fake: np.ndarray, eps: float = 1e-6) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (FID when on Inception pool features).
-
-    ``FD = ||mu_r - mu_f||^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2))`` with sample means ``mu``
-    and covariances ``S`` (ddof=1). Heusel et al. 2017, "GANs Trained by a Two Time-Scale
-    Update Rule Converge to a Local Nash Equilibrium". The square root is
-    ``scipy.linalg.sqrtm``; when it is not finite or has a non-negligible imaginary part
-    (singular covariances, e.g. fewer samples than dimensions) ``eps * I`` is added to both
-    covariances, and tiny imaginary parts from rounding are dropped. Not clamped: values
-    a hair below 0 are rounding.
+    Real held-out cells scored as if synthetic pass every gate; noise fails them.
     """
-    from scipy.linalg import LinAlgWarning, sqrtm
 
-    r, f = _features(real, "real", 2), _features(fake, "fake", 2)
-    _same_dim(r, f)
-    mu_r, mu_f = r.mean(0), f.mean(0)
-    s_r, s_f = np.atleast_2d(np.cov(r, rowvar=False)), np.atleast_2d(np.cov(f, rowvar=False))
-    with warnings.catch_warnings():  # singular products are expected and handled below
-        warnings.simplefilter("ignore", LinAlgWarning)
-        covmean = sqrtm(s_r @ s_f)
-        if not np.isfinite(covmean).all() or np.abs(np.imag(np.diagonal(covmean))).max() > 1e-3:
-            off = np.eye(len(s_r)) * eps
-            covmean = sqrtm((s_r + off) @ (s_f + off))
-    covmean = np.real(covmean)
-    diff = mu_r - mu_f
-    return float(diff @ diff + np.trace(s_r) + np.trace(s_f) - 2.0 * np.trace(covmean))
+    mean_levels: float = Field(10.0, gt=0, description="max |mean_syn - mean_real| per channel, 0-255 levels")
+    std_rel: float = Field(0.25, gt=0, description="max |std_syn / std_real - 1| per channel")
+    hf_rel: float = Field(0.25, gt=0, description="max |hf_syn / hf_real - 1|")
+    fd_ratio: float = Field(3.0, gt=0, description="max FD(real half, syn) / FD(real half, other half)")
+    kid_ratio: float = Field(3.0, gt=0, description="max KID(real half, syn) / (|KID floor| + its std)")
+    precision_min: float = Field(0.5, ge=0, le=1, description="min improved precision (k-NN)")
+    recall_min: float = Field(0.3, ge=0, le=1, description="min improved recall (k-NN)")
+    copy_rate_max: float = Field(0.2, ge=0, le=1, description="max share of synthetic cells flagged as copies")
+    cas_ratio: float = Field(0.8, ge=0, description="min CAS / TRS (balanced accuracy on real held-out cells)")
+
+    def describe(self) -> str:
+        """The thresholds in one line each (for ``alldata score --help`` and reports)."""
+        return "\n".join(f"{name} = {getattr(self, name)}: {f.description}" for name, f in type(self).model_fields.items())
 
 
-def kid(
-    real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
-) -> tuple[float, float]:
-    """Kernel Inception Distance: unbiased MMD^2 with the cubic polynomial kernel; (mean, std) over subsets.
+class ScoreParams(_Model):
+    """Settings of the metrics ``score`` measures (recorded in the report)."""
 
-    ``k(x, y) = (x.y / d + 1)^3``; on each of ``subsets`` random subsets of ``m`` real
-    and ``m`` fake samples (``m = min(subset_size, N_real, N_fake)``, drawn without
-    replacement) ``MMD^2_u = sum_{i!=j} k(x_i,x_j)/(m(m-1)) + sum_{i!=j} k(y_i,y_j)/(m(m-1))
-    - 2 sum_{i,j} k(x_i,y_j)/m^2``. Bińkowski et al. 2018, "Demystifying MMD GANs".
-    Unbiased, so it can be slightly negative for matching distributions.
+    k_pr: int = Field(3, ge=1, description="k of the k-NN balls of precision/recall")
+    k_dc: int = Field(5, ge=1, description="k of the k-NN balls of density/coverage")
+    kid_subsets: int = Field(100, ge=1, description="KID subsets")
+    kid_subset_size: int = Field(1000, ge=2, description="KID subset size (at most the smaller set)")
+    percentile: float = Field(5.0, ge=0, le=100, description="copy threshold: percentile of real-to-real NN distances")
+    seed: int = Field(0, description="seed of KID subsets, the real halves and CAS")
+
+
+class GateResult(_Model):
+    """One gate: the measured ``value``, its ``threshold``, and ``passed`` (None: not measured, see ``note``)."""
+
+    name: str
+    value: float | None
+    threshold: float | None
+    rule: str
+    passed: bool | None
+    note: str | None = None
+
+
+class PixelReport(_Model):
+    """Pixel statistics of a set of images (:func:`alldata.metrics.pixel_statistics`)."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    hf_energy: float
+
+
+class ScoreMetrics(_Model):
+    """Every number ``score`` measures; None where it could not be measured (see ``skipped``)."""
+
+    fd: float | None = None
+    kid_mean: float | None = None
+    kid_std: float | None = None
+    fd_half: float | None = None
+    fd_floor: float | None = None
+    kid_half: float | None = None
+    kid_floor: float | None = None
+    kid_floor_std: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    density: float | None = None
+    coverage: float | None = None
+    copy_rate: float | None = None
+    copy_threshold: float | None = None
+    nn_distance_median: float | None = None
+    nn_ratio_median: float | None = None
+    cas: float | None = None
+    trs: float | None = None
+    cas_label_field: str | None = None
+
+
+class ScoreReport(_Model):
+    """What ``alldata score`` writes: the metrics, each gate, and the verdict ``passed``.
+
+    ``passed`` is True when every measured gate passed (gates not measured, e.g. CAS
+    without labelled held-out cells, are listed with ``passed=None`` and do not count).
     """
-    r, f = _features(real, "real", 2), _features(fake, "fake", 2)
-    _same_dim(r, f)
-    if subsets < 1:
-        raise ScoreError(f"KID needs at least 1 subset, got {subsets}")
-    m = min(subset_size, len(r), len(f))
-    if m < 2:
-        raise ScoreError(f"KID subset size must be >= 2, got {m}")
-    d = r.shape[1]
-    rng = np.random.default_rng(seed)
-    vals = np.empty(subsets)
-    for s in range(subsets):
-        x = r[rng.choice(len(r), m, replace=False)]
-        y = f[rng.choice(len(f), m, replace=False)]
-        kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
-        vals[s] = (
-            (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-            + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-            - 2.0 * kxy.mean()
-        )
-    return float(vals.mean()), float(vals.std())
+
+    schema_version: int = 1
+    created: str
+    dataset: str | None = None
+    synthetic_view: str | None = None
+    real_view: str | None = None
+    heldout_view: str | None = None
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    n_real: int
+    n_fake: int
+    n_heldout: int = 0
+    image_size: int | None = None
+    encoder: dict[str, Any] | None = None
+    params: ScoreParams = Field(default_factory=ScoreParams)
+    gates_config: Gates = Field(default_factory=Gates)
+    pixels_real: PixelReport
+    pixels_synthetic: PixelReport
+    metrics: ScoreMetrics
+    gates: list[GateResult]
+    passed: bool
+    skipped: dict[str, str] = Field(default_factory=dict)
+    memorised: list[dict[str, Any]] = Field(default_factory=list)
+    report_path: str | None = None
+
+    def failed(self) -> list[GateResult]:
+        """The gates that were measured and failed."""
+        return [g for g in self.gates if g.passed is False]
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
-    """Improved precision and recall from k-NN manifolds; (precision, recall) in [0, 1].
+# --- measuring and judging ----------------------------------------------------------------------
 
-    Each sample spans a ball of radius = distance to its k-th nearest neighbour in its own
-    set. ``precision`` = share of fakes inside at least one real ball (fidelity);
-    ``recall`` = share of reals inside at least one fake ball (diversity).
-    Kynkäänniemi et al. 2019, "Improved Precision and Recall Metric for Assessing
-    Generative Models".
+
+def _gate(name: str, value: float | None, threshold: float | None, rule: str, note: str | None = None) -> GateResult:
+    """A gate ``value <= threshold`` (``rule`` holds ``<=``) or ``value >= threshold``; not measured when either is None."""
+    if value is None or threshold is None or not np.isfinite(value):
+        return GateResult(name=name, value=value, threshold=threshold, rule=rule, passed=None, note=note or "not measured")
+    ok = value <= threshold if "<=" in rule else value >= threshold
+    return GateResult(name=name, value=float(value), threshold=float(threshold), rule=rule, passed=bool(ok))
+
+
+def judge(real: PixelReport, syn: PixelReport, m: ScoreMetrics, gates: Gates,
+          skipped: dict[str, str] | None = None) -> list[GateResult]:
+    """Each gate of ``gates`` on the measured statistics (see :class:`Gates`), in a fixed order."""
+    why = {k: v for names, v in (skipped or {}).items() for k in names.split(",")}
+    dstd = max(abs(a / b - 1) if b > 0 else float(a > 0) for a, b in zip(syn.std, real.std))
+    dhf = abs(syn.hf_energy / real.hf_energy - 1) if real.hf_energy > 0 else float(syn.hf_energy > 0)
+    fd_t = None if m.fd_floor is None else gates.fd_ratio * max(m.fd_floor, 0.0)
+    kid_t = None if m.kid_floor is None else gates.kid_ratio * (abs(m.kid_floor) + (m.kid_floor_std or 0.0))
+    return [
+        _gate("mean_colour", max(abs(a - b) for a, b in zip(syn.mean, real.mean)), gates.mean_levels,
+              "max |Δ mean| per channel <= mean_levels"),
+        _gate("std", dstd, gates.std_rel, "max |std_syn / std_real - 1| per channel <= std_rel"),
+        _gate("hf_energy", dhf, gates.hf_rel, "|hf_syn / hf_real - 1| <= hf_rel"),
+        _gate("fd", m.fd_half, fd_t, "FD(real half, syn) <= fd_ratio × FD(real half, other half)", why.get("fd_half")),
+        _gate("kid", m.kid_half, kid_t, "KID(real half, syn) <= kid_ratio × (|KID floor| + std)", why.get("kid_half")),
+        _gate("precision", m.precision, gates.precision_min, "precision >= precision_min", why.get("precision")),
+        _gate("recall", m.recall, gates.recall_min, "recall >= recall_min", why.get("recall")),
+        _gate("copy_rate", m.copy_rate, gates.copy_rate_max, "copy rate <= copy_rate_max", why.get("copy_rate")),
+        _gate("cas", m.cas, None if m.trs is None else gates.cas_ratio * m.trs, "CAS >= cas_ratio × TRS",
+              why.get("cas")),
+    ]
+
+
+def _pixels(images: np.ndarray) -> PixelReport:
+    from alldata.metrics.generative import pixel_statistics
+
+    return PixelReport(**vars(pixel_statistics(images)))
+
+
+def _cas_labels(real: dict[str, list], syn: dict[str, list], held: dict[str, list],
+                label_field: str | None) -> tuple[str, list[int], list[int], list[int]] | str:
+    """The label field CAS classifies and the labelled rows of each set, or why there is none."""
+    for f in [label_field] if label_field else CAS_FIELDS:
+        rows = [[i for i, v in enumerate(d.get(f) or []) if v] for d in (real, syn, held)]
+        classes = [{d[f][i] for i in r} for d, r in zip((real, syn, held), rows)]
+        if len(classes[0]) >= 2 and len(classes[1]) >= 2 and classes[2]:
+            return f, *rows  # type: ignore[return-value]
+    fields = label_field or ", ".join(CAS_FIELDS)
+    return f"no label field ({fields}) has 2+ classes in both the real and synthetic cells and labelled held-out cells"
+
+
+def _measure(
+    real: np.ndarray, synthetic: np.ndarray, extractor: FeatureExtractor | None, *,
+    heldout: np.ndarray | None, labels: tuple[dict, dict, dict] | None, label_field: str | None,
+    params: ScoreParams,
+) -> tuple[ScoreMetrics, dict[str, str], Memorisation | None]:
+    from alldata.features import extract
+    from alldata.metrics import generative as gm
+
+    values: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    if extractor is None:
+        return ScoreMetrics(), {"encoder": "no feature extractor given: only the pixel gates were measured"}, None
+
+    def attempt(names: tuple[str, ...], fn: Any) -> None:
+        try:
+            vals = fn()
+        except MetricError as e:
+            skipped[",".join(names)] = str(e)
+            return
+        values.update(zip(names, vals if isinstance(vals, tuple) else (vals,)))
+
+    fr, ff = extract(extractor, real), extract(extractor, synthetic)
+    seed = params.seed
+    half = np.random.default_rng(seed).permutation(len(fr))
+    a, b = fr[half[: len(fr) // 2]], fr[half[len(fr) // 2 :]]
+    kid_args = (params.kid_subsets, params.kid_subset_size, seed)
+    attempt(("fd",), lambda: gm.frechet_distance(fr, ff))
+    attempt(("kid_mean", "kid_std"), lambda: gm.kid(fr, ff, *kid_args))
+    attempt(("fd_half", "fd_floor"), lambda: (gm.frechet_distance(a, ff), gm.frechet_distance(a, b)))
+    attempt(("kid_half", "kid_floor", "kid_floor_std"), lambda: (gm.kid(a, ff, *kid_args)[0], *gm.kid(a, b, *kid_args)))
+    attempt(("precision", "recall"), lambda: gm.precision_recall(fr, ff, params.k_pr))
+    attempt(("density", "coverage"), lambda: gm.density_coverage(fr, ff, params.k_dc))
+    mem = None
+    try:
+        mem = gm.memorisation(fr, ff, params.percentile)
+    except MetricError as e:
+        skipped["copy_rate"] = str(e)
+    if mem is not None:
+        finite = mem.ratio[np.isfinite(mem.ratio)]
+        values.update(copy_rate=mem.copy_rate, copy_threshold=mem.threshold,
+                      nn_distance_median=float(np.median(mem.nn_distance)),
+                      nn_ratio_median=float(np.median(finite)) if len(finite) else None)
+    if heldout is None or labels is None:
+        skipped["cas"] = "no labelled real held-out cells to test CAS on"
+    else:
+        found = _cas_labels(*labels, label_field)
+        if isinstance(found, str):
+            skipped["cas"] = found
+        else:
+            field, ir, isy, ih = found
+            fh = extract(extractor, heldout[ih])
+            yr, ys, yh = ([d[field][i] for i in rows] for d, rows in zip(labels, (ir, isy, ih)))
+            values["cas_label_field"] = field
+            attempt(("cas", "trs"), lambda: (gm.cas(ff[isy], ys, fh, yh, seed=seed), gm.cas(fr[ir], yr, fh, yh, seed=seed)))
+    return ScoreMetrics(**values), skipped, mem
+
+
+def score_images(
+    real: np.ndarray,
+    synthetic: np.ndarray,
+    extractor: FeatureExtractor | None = None,
+    *,
+    heldout: np.ndarray | None = None,
+    real_labels: dict[str, Sequence[Hashable | None]] | None = None,
+    synthetic_labels: dict[str, Sequence[Hashable | None]] | None = None,
+    heldout_labels: dict[str, Sequence[Hashable | None]] | None = None,
+    label_field: str | None = None,
+    gates: Gates | None = None,
+    params: ScoreParams | None = None,
+) -> ScoreReport:
+    """Measure uint8 ``(N, H, W, 3)`` synthetic images against real ones and judge them by ``gates``.
+
+    Args:
+        real: real cells, the reference (and the memorisation reference: the training cells).
+        synthetic: the cells to score.
+        extractor: features for FD/KID/PR/copies/CAS (e.g. the encoder); None measures
+            the pixel gates only.
+        heldout: real cells not in ``real``, the test set of CAS and TRS.
+        real_labels, synthetic_labels, heldout_labels: ``{field: label per image}``; CAS
+            uses ``label_field`` (default the first of cell_type, subtype, diagnosis with
+            2+ classes in ``real`` and ``synthetic``).
+        gates: the thresholds (default :class:`Gates`).
+        params: the metrics' settings (default :class:`ScoreParams`).
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> noise = rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+        >>> score_images(np.full((8, 16, 16, 3), 200, np.uint8), noise).passed
+        False
     """
-    r, f = _features(real, "real", k + 1), _features(fake, "fake", k + 1)
-    _same_dim(r, f)
-    rad_r, rad_f = _kth_nn_radius(r, k), _kth_nn_radius(f, k)
-    prec = sum(int((d <= rad_r[None, :]).any(1).sum()) for _, d in _dist_chunks(f, r))
-    rec = sum(int((d <= rad_f[None, :]).any(1).sum()) for _, d in _dist_chunks(r, f))
-    return prec / len(f), rec / len(r)
+    labels = None
+    if real_labels is not None and synthetic_labels is not None and heldout_labels is not None:
+        labels = (dict(real_labels), dict(synthetic_labels), dict(heldout_labels))
+    report, _ = _score(real, synthetic, extractor, heldout=heldout, labels=labels, label_field=label_field,
+                       gates=gates or Gates(), params=params or ScoreParams())
+    return report
 
 
-def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[float, float]:
-    """Density and coverage; (density, coverage).
-
-    With ``B_i`` the ball around real ``x_i`` of radius its k-th nearest-real distance:
-    ``density = 1/(k M) sum_j sum_i 1[y_j in B_i]`` (can exceed 1; ~1 when fakes match the
-    reals) and ``coverage = 1/N sum_i 1[exists j: y_j in B_i]`` in [0, 1].
-    Naeem et al. 2020, "Reliable Fidelity and Diversity Metrics for Generative Models".
-    """
-    r, f = _features(real, "real", k + 1), _features(fake, "fake", 1)
-    _same_dim(r, f)
-    rad = _kth_nn_radius(r, k)
-    inside = 0
-    covered = np.zeros(len(r), bool)
-    for _, d in _dist_chunks(f, r):
-        hit = d <= rad[None, :]
-        inside += int(hit.sum())
-        covered |= hit.any(0)
-    return inside / (k * len(f)), float(covered.mean())
+def _score(real: np.ndarray, synthetic: np.ndarray, extractor: FeatureExtractor | None, *,
+           gates: Gates, params: ScoreParams, heldout: np.ndarray | None = None,
+           labels: tuple[dict, dict, dict] | None = None, label_field: str | None = None,
+           **fields: Any) -> tuple[ScoreReport, Memorisation | None]:
+    metrics, skipped, mem = _measure(real, synthetic, extractor, heldout=heldout, labels=labels,
+                                     label_field=label_field, params=params)
+    pr, ps = _pixels(real), _pixels(synthetic)
+    results = judge(pr, ps, metrics, gates, skipped)
+    report = ScoreReport(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), n_real=len(real), n_fake=len(synthetic),
+        n_heldout=0 if heldout is None else len(heldout), params=params, gates_config=gates, pixels_real=pr,
+        pixels_synthetic=ps, metrics=metrics, gates=results, passed=all(g.passed is not False for g in results),
+        skipped=skipped, image_size=int(real.shape[1]), **fields,
+    )
+    return report, mem
 
 
-# --- memorisation --------------------------------------------------------------------------
-
-
-@dataclass
-class Memorisation:
-    """Per-fake nearest training sample, distances and copy flags (arrays of length N_fake)."""
-
-    nn_index: np.ndarray  # index into the training reals
-    nn_distance: np.ndarray  # d: distance to that real sample
-    ratio: np.ndarray  # d / that real sample's nearest-other-real distance (inf when that is 0 and d > 0)
-    copy_flag: np.ndarray  # d below the threshold
-    threshold: float  # the given percentile of the (positive) real-to-real nearest-neighbour distances
-    copy_rate: float  # share of fakes flagged
-
-
-def memorisation(train_real: np.ndarray, fake: np.ndarray, percentile: float = 5.0) -> Memorisation:
-    """Nearest-training-sample test for copies of the training data.
-
-    For each fake ``y``: its nearest real training sample ``x = NN(y)``, the distance
-    ``d = ||y - x||``, and the ratio ``d / ||x - NN_real(x)||`` (the local spacing of the
-    training data around ``x``; ``< 1`` means the fake is closer to ``x`` than any other
-    real is). ``y`` is flagged a copy when ``d < t`` or ``d == 0``, with ``t`` the
-    ``percentile``-th percentile of the real-to-real nearest-neighbour distances (exact
-    duplicates, distance 0, left out of ``t``): closer to a training image than almost
-    any two real images are to each other; so about ``percentile`` % of fakes that merely
-    follow the real distribution are flagged too - read the flags as candidates to
-    inspect (lowest ``nn_ratio`` first). The distance-to-closest-record test of
-    synthetic-data privacy audits, with the local-spacing ratio in the spirit of
-    Carlini et al. 2023, "Extracting Training Data from Diffusion Models".
-    """
-    r, f = _features(train_real, "train_real", 2), _features(fake, "fake", 1)
-    _same_dim(r, f)
-    if not 0 <= percentile <= 100:
-        raise ScoreError(f"percentile must be in [0, 100], got {percentile}")
-    real_nn = _kth_nn_radius(r, 1)
-    idx, d = _nearest(f, r)
-    ref = real_nn[idx]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(ref > 0, d / np.where(ref > 0, ref, 1.0), np.where(d > 0, np.inf, 0.0))
-    positive = real_nn[real_nn > 0]
-    t = float(np.percentile(positive, percentile)) if len(positive) else 0.0
-    flag = (d < t) | (d == 0)
-    return Memorisation(idx, d, ratio, flag, t, float(flag.mean()))
-
-
-# --- views of a dataset --------------------------------------------------------------------
+# --- views of a dataset -------------------------------------------------------------------------
 
 
 def parse_view(text: str, kind: str) -> dict[str, str]:
@@ -275,18 +390,12 @@ def parse_view(text: str, kind: str) -> dict[str, str]:
         return out
     for part in (p.strip() for p in text.split(",")):
         k, sep, v = (x.strip() for x in part.partition("="))
-        if not sep or not k or not v:
-            raise ScoreError(
-                f"{opt} {text!r}: {part!r} is not key=value; allowed keys: {', '.join(allowed)}, or 'all'. "
-                f"Fix: e.g. {opt} {example}"
-            )
-        if k not in allowed:
-            raise ScoreError(
-                f"{opt} {text!r}: unknown key {k!r}; allowed keys: {', '.join(allowed)}, or 'all'. "
-                f"Fix: e.g. {opt} {example}"
-            )
-        if k in out:
-            raise ScoreError(f"{opt} {text!r}: key {k!r} given twice; give each key once. Fix: e.g. {opt} {example}")
+        keys = f"allowed keys: {', '.join(allowed)}, or 'all'"
+        problem = (f"{part!r} is not key=value; {keys}" if not sep or not k or not v
+                   else f"unknown key {k!r}; {keys}" if k not in allowed
+                   else f"key {k!r} given twice; give each key once" if k in out else None)
+        if problem:
+            raise ScoreError(f"{opt} {text!r}: {problem}. Fix: e.g. {opt} {example}")
         out[k] = v
     return out
 
@@ -334,7 +443,7 @@ def _load(view: fo.DatasetView, what: str, flt: dict[str, str], image_size: int,
     from alldata.generators.data import load_cells
 
     try:
-        return load_cells(view, image_size, label_fields=(), progress=progress)
+        return load_cells(view, image_size, progress=progress)
     except AlldataError:
         raise _no_cells(what, flt) from None
 
@@ -390,64 +499,73 @@ def score_dataset(
     dataset: str | fo.Dataset,
     synthetic_filter: dict[str, str] | str,
     real_filter: dict[str, str] | str,
-    encoder: Encoder,
+    encoder: Encoder | FeatureExtractor | None,
     image_size: int | None = None,
     *,
+    heldout_filter: dict[str, str] | str | None = "split=test",
+    checkpoint: str | Path | None = None,
+    label_field: str | None = None,
+    gates: Gates | None = None,
+    params: ScoreParams | None = None,
     report_path: str | Path | None = None,
-    k_pr: int = 3,
-    k_dc: int = 5,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
-    percentile: float = 5.0,
-    seed: int = 0,
-    batch_size: int = 64,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> ScoreReport:
     """Score the synthetic cells of ``dataset`` against its real cells; returns (and writes) the report.
 
-    The real view is also the memorisation reference (default in the CLI: ``split=train``).
-    Images are read at ``image_size`` (default: the encoder's input size). On the scored
-    synthetic samples it writes ``nn_real_key``, ``nn_distance``, ``nn_ratio`` (None when
-    infinite) and ``copy_flag``, and re-tags ``memorised`` (stale tags in the view removed
-    first). A metric the sample counts do not allow is ``None``, its reason in ``skipped``.
+    The real view is also the memorisation reference (default in the CLI: ``split=train``);
+    the held-out view (real cells not in it, default ``split=test``; None for none) is the
+    test set of CAS and TRS, which is skipped when it holds no labelled cells. With
+    ``checkpoint`` only the samples made by that checkpoint (its sha256) are scored and the
+    report is also written to ``<checkpoint>/score.json``. Images are read at
+    ``image_size`` (default: the encoder's input size, else 64). On the scored synthetic
+    samples it writes ``nn_real_key``, ``nn_distance``, ``nn_ratio`` (None when infinite)
+    and ``copy_flag``, and re-tags ``memorised`` (stale tags in the view removed first).
     """
     from alldata.store import load_dataset
 
     ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
     syn_f, real_f = _as_filter(synthetic_filter, "synthetic"), _as_filter(real_filter, "real")
-    size = image_size or encoder.image_size
-    syn = _load(synthetic_view(ds, syn_f), "synthetic", syn_f, size, progress)
+    sha = None
+    view = synthetic_view(ds, syn_f)
+    if checkpoint is not None:
+        from alldata.generators.base import checkpoint_sha256
+
+        sha = checkpoint_sha256(checkpoint)
+        view = view.match({F.CHECKPOINT_SHA256: sha})
+    size = image_size or getattr(encoder, "image_size", 64)
+    syn = _load(view, "synthetic", syn_f, size, progress)
     real = _load(real_view(ds, real_f), "real", real_f, size, progress)
-    fr, ff = encoder.encode(real.images, batch_size), encoder.encode(syn.images, batch_size)
-
-    metrics: dict[str, Any] = {}
-    skipped: dict[str, str] = {}
-
-    def attempt(names: tuple[str, ...], fn: Any) -> None:
-        try:
-            vals = fn()
-        except ScoreError as e:
-            metrics.update(dict.fromkeys(names))
-            skipped[",".join(names)] = str(e)
-            return
-        metrics.update(zip(names, vals if isinstance(vals, tuple) else (vals,)))
-
-    attempt(("fd",), lambda: frechet_distance(fr, ff))
-    attempt(("kid_mean", "kid_std"), lambda: kid(fr, ff, kid_subsets, kid_subset_size, seed))
-    attempt(("precision", "recall"), lambda: precision_recall(fr, ff, k_pr))
-    attempt(("density", "coverage"), lambda: density_coverage(fr, ff, k_dc))
-    mem = memorisation(fr, ff, percentile)
-    finite = mem.ratio[np.isfinite(mem.ratio)]
-    metrics.update(
-        copy_rate=mem.copy_rate,
-        copy_threshold=mem.threshold,
-        nn_distance_median=float(np.median(mem.nn_distance)),
-        nn_ratio_median=float(np.median(finite)) if len(finite) else None,
+    held, held_text = None, None
+    if heldout_filter is not None:
+        held_f = _as_filter(heldout_filter, "real")
+        held_text = _view_text(held_f)
+        hv = real_view(ds, held_f).match({F.KEY: {"$nin": list(real.keys)}})
+        held = _load(hv, "held-out", held_f, size, progress) if len(hv.match({F.IMAGE_KIND: "cell"})) else None
+    path = Path(report_path) if report_path else default_report_path(ds.name)
+    describe = getattr(encoder, "describe", None)
+    report, mem = _score(
+        real.images, syn.images, encoder, gates=gates or Gates(), params=params or ScoreParams(),
+        heldout=None if held is None else held.images,
+        labels=None if held is None else (real.labels, syn.labels, held.labels), label_field=label_field,
+        dataset=ds.name, synthetic_view=_view_text(syn_f), real_view=_view_text(real_f), heldout_view=held_text,
+        checkpoint=None if checkpoint is None else str(Path(checkpoint).resolve()), checkpoint_sha256=sha,
+        encoder=describe() if describe else ({"kind": encoder.name} if encoder is not None else None),
+        report_path=str(path),
     )
+    if mem is not None:
+        report = report.model_copy(update={"memorised": _tag_copies(ds, syn.keys, real.keys, mem)})
+    text = report.model_dump_json(indent=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if checkpoint is not None:
+        (Path(checkpoint) / SCORE_NAME).write_text(text)
+    return report
 
-    # per-sample fields and tags, matched by key (unique within a dataset)
-    nn_keys = [real.keys[i] for i in mem.nn_index]
-    scored = ds.match({F.KEY: {"$in": list(syn.keys)}})
+
+def _tag_copies(ds: fo.Dataset, syn_keys: list[str], real_keys: list[str], mem: Memorisation) -> list[dict[str, Any]]:
+    """Write the per-sample memorisation fields, re-tag ``memorised``; the flagged copies."""
+    nn_keys = [real_keys[i] for i in mem.nn_index]
+    scored = ds.match({F.KEY: {"$in": list(syn_keys)}})
     scored.untag_samples(TAG_MEMORISED)
     for field, vals in (
         (NN_REAL_KEY, nn_keys),
@@ -455,31 +573,36 @@ def score_dataset(
         (NN_RATIO, [float(v) if np.isfinite(v) else None for v in mem.ratio]),
         (COPY_FLAG, [bool(v) for v in mem.copy_flag]),
     ):
-        scored.set_values(field, dict(zip(syn.keys, vals)), key_field=F.KEY)
-    flagged = [k for k, c in zip(syn.keys, mem.copy_flag) if c]
+        scored.set_values(field, dict(zip(syn_keys, vals)), key_field=F.KEY)
+    flagged = [k for k, c in zip(syn_keys, mem.copy_flag) if c]
     if flagged:
         ds.match({F.KEY: {"$in": flagged}}).tag_samples(TAG_MEMORISED)
+    return [{"key": k, "nn_real_key": n, "nn_distance": float(d)}
+            for k, n, d, c in zip(syn_keys, nn_keys, mem.nn_distance, mem.copy_flag) if c]
 
-    path = Path(report_path) if report_path else default_report_path(ds.name)
-    report: dict[str, Any] = {
-        "dataset": ds.name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "synthetic_view": _view_text(syn_f),
-        "real_view": _view_text(real_f),
-        "n_real": len(real),
-        "n_fake": len(syn),
-        "image_size": size,
-        "encoder": encoder.describe(),
-        "params": {
-            "k_pr": k_pr, "k_dc": k_dc, "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size,
-            "percentile": percentile, "seed": seed,
-        },
-        "metrics": metrics,
-        "skipped": skipped,
-        "memorised": [{"key": k, "nn_real_key": n, "nn_distance": float(d)}
-                      for k, n, d, c in zip(syn.keys, nn_keys, mem.nn_distance, mem.copy_flag) if c],
-        "report_path": str(path),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
-    return report
+
+def last_score(checkpoint_dir: str | Path) -> ScoreReport | None:
+    """The last ``alldata score --checkpoint`` report of a checkpoint, or None.
+
+    None when the folder has no ``score.json`` or when that report scored other weights
+    (the checkpoint was retrained since). ``report.passed`` is the verdict and
+    ``report.failed()`` the gates that failed.
+
+    Raises:
+        ScoreError: ``score.json`` is there but is not a score report (the message names it).
+    """
+    p = Path(checkpoint_dir) / SCORE_NAME
+    if not p.is_file():
+        return None
+    try:
+        report = ScoreReport.model_validate_json(p.read_text())
+    except (ValidationError, OSError) as e:
+        raise ScoreError(f"{p} is not an `alldata score` report ({str(e).splitlines()[0]}); "
+                         f"delete it or score again with `alldata score --checkpoint {checkpoint_dir}`") from None
+    from alldata.generators.base import checkpoint_sha256
+
+    try:
+        current = checkpoint_sha256(checkpoint_dir)
+    except AlldataError:
+        return None
+    return report if report.checkpoint_sha256 in (None, current) else None

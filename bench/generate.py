@@ -7,7 +7,7 @@ One run does, on a private database and temp folders (nothing is downloaded):
 0. ingest a labelled real source (ALL-IDB2 by default, conditioned on ``diagnosis``; or
    Taleqani, on ``cell_type``) and write the grouped train/val/test split;
 1. (c) train a CPU-sized diffusion model (the ``cpu`` preset) on the train split with
-   ``alldata.generators.ddpm.train_diffusion`` and time it (images/s);
+   ``alldata.generators.diffusion.Diffusion.train`` and time it (images/s);
 2. (a) time, with the same UNet, sampler (alldata's default: DDIM, 20 steps, guidance 2.0, the
    bare loop driving the same ``make_scheduler("ddim", cfg)`` scheduler), seeds and batch size:
    the bare ``sample_loop`` (noise and condition embeddings made before the clock starts, no
@@ -29,9 +29,7 @@ One run does, on a private database and temp folders (nothing is downloaded):
 
 Each phase runs in its own fresh Python subprocess (``torch.set_num_threads`` chosen by a
 short interleaved probe unless ``--threads`` is given). The FiftyOne database is a private
-``mongod`` started by the bench in a temp dir (``FIFTYONE_DATABASE_DIR``), reached through
-``FIFTYONE_DATABASE_URI``: FiftyOne's own database service is shared machine-wide, so a temp
-``FIFTYONE_DATABASE_DIR`` alone would not keep the bench off other processes' databases.
+``mongod`` (:mod:`alldata.mongod`) in a temp dir, reached through ``FIFTYONE_DATABASE_URI``.
 Results go to the "Generate" section of bench/RESULTS.md and to stdout.
 
 Usage::
@@ -45,13 +43,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -65,6 +61,7 @@ from typing import Any
 from _machine import cpu_model, display_path, loadavg, sh, version
 
 from alldata.config import data_root
+from alldata.mongod import Mongod, start_mongod
 
 HERE = Path(__file__).resolve().parent
 SECTION = "## Generate (bench/generate.py)"
@@ -133,7 +130,7 @@ def _probe_threads(cfg: dict, batch: int, candidates: list[int], reps: int = 3) 
     """Median seconds of one UNet forward+backward (the training step's bulk) per thread count,
     measured interleaved so load changes on a shared machine hit every candidate alike."""
     import torch
-    from alldata.generators.ddpm import Diffusion
+    from alldata.generators.diffusion import Diffusion
 
     gen = Diffusion.build(cfg, device="cpu")
     unet = gen.unet.train()
@@ -164,20 +161,20 @@ def _probe_threads(cfg: dict, batch: int, candidates: list[int], reps: int = 3) 
 
 
 def _phase_train(spec: dict) -> dict:
-    """(c): load the train-split cells and time ``train_diffusion``."""
+    """(c): load the train-split cells and time ``Diffusion.train``."""
     import torch
     from alldata.generators.data import load_cells
-    from alldata.generators.ddpm import _complete_config, train_diffusion
+    from alldata.generators.diffusion import Diffusion
 
-    from alldata.generate import PRESETS, training_view
+    from alldata.generate import training_view
 
     field, size, batch = spec["label_field"], spec["image_size"], spec["batch_size"]
     default_threads = torch.get_num_threads()
     t0 = time.perf_counter()
     cells = load_cells(training_view(spec["dataset"], split="train"), size, label_fields=(field,), progress=False)
     t_load = time.perf_counter() - t0
-    preset = PRESETS["diffusion"]["cpu"]
-    cfg = _complete_config(
+    preset = Diffusion.preset("cpu")
+    cfg = Diffusion.check_config(
         {
             "image_size": size,
             "conditions": cells.vocabulary(),
@@ -198,7 +195,7 @@ def _phase_train(spec: dict) -> dict:
     _log(f"  training {spec['train_steps']} steps, batch {batch}, {size} px, {len(cells)} cells, {threads} thread(s) ...")
     out = Path(spec["checkpoint"])
     t0 = time.perf_counter()
-    gen = train_diffusion(
+    gen = Diffusion.train(
         cells, out, steps=spec["train_steps"], batch_size=batch, seed=0, resume=False, sample_every=0,
         save_every=0, progress=False, device="cpu", **preset,
     )
@@ -256,7 +253,7 @@ class _Timers:
 
 def _e2e_timers() -> _Timers:
     from alldata.generators.base import Generator
-    from alldata.generators.ddpm import Diffusion
+    from alldata.generators.diffusion import Diffusion
     from PIL import Image
 
     import alldata.generate as ag
@@ -276,7 +273,7 @@ def _phase_sample(spec: dict) -> dict:
     """(a) end-to-end vs. bare loop and (b) sampler comparison; writes the (b) images to an npz."""
     import numpy as np
     import torch
-    from alldata.generators.ddpm import Diffusion, _sample_seed, make_scheduler, sample_loop
+    from alldata.generators.diffusion import Diffusion, _sample_seed, make_scheduler, sample_loop
     from PIL import Image
 
     from alldata.generate import generate_to_dataset
@@ -430,8 +427,8 @@ def _phase_score(spec: dict) -> dict:
 
     from alldata.encoder import train_encoder
     from alldata.generate import training_view
+    from alldata.metrics import frechet_distance, kid
     from alldata.schema import F
-    from alldata.score import frechet_distance, kid
     from alldata.store import load_dataset
 
     _set_threads(spec["threads"])
@@ -499,53 +496,6 @@ PHASES = {"prepare": _phase_prepare, "train": _phase_train, "sample": _phase_sam
 # ======================================================================================
 # parent side: private database, orchestration, report
 # ======================================================================================
-class PrivateDB:
-    """A ``mongod`` of FiftyOne's bundled binary on a free port, its data in ``dbdir``."""
-
-    def __init__(self, dbdir: Path) -> None:
-        self.dbdir = dbdir
-        self.proc: subprocess.Popen | None = None
-        self.uri = ""
-        self.start_seconds = float("nan")
-
-    def start(self) -> None:
-        t0 = time.perf_counter()
-        spec = importlib.util.find_spec("fiftyone")
-        if spec is None or not spec.submodule_search_locations:
-            raise RuntimeError("fiftyone is not installed in this environment")
-        mongod = Path(spec.submodule_search_locations[0]) / "db" / "bin" / "mongod"
-        self.dbdir.mkdir(parents=True, exist_ok=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.proc = subprocess.Popen(
-            [str(mongod), "--dbpath", str(self.dbdir), "--port", str(port), "--bind_ip", "127.0.0.1",
-             "--nounixsocket", "--logpath", str(self.dbdir / "mongod.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mongod exited with {self.proc.returncode}; see {self.dbdir / 'mongod.log'}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                self.uri = f"mongodb://127.0.0.1:{port}"
-                self.start_seconds = time.perf_counter() - t0
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("the private mongod did not start within 120 s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
 def _run_phase(phase: str, spec: dict, env: dict, log_dir: Path) -> dict:
     """Run one phase in a fresh interpreter; stream its lines, return its JSON result."""
     err = log_dir / f"{phase}.stderr"
@@ -660,7 +610,7 @@ def _tables(res: dict) -> tuple[str, str, str, str]:
 
     imgs = tr["steps"] * tr["batch_size"]
     table_c = "\n".join([
-        "| (c) `train_diffusion` | params | steps | batch | seconds | s/step | images/s | loss (first 50 → last 50 steps) |",
+        "| (c) `Diffusion.train` | params | steps | batch | seconds | s/step | images/s | loss (first 50 → last 50 steps) |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
         (f"| `cpu` preset, {res['args']['image_size']} px, EMA, cond. dropout, flips/rot90 | {tr['params']:,} | "
         f"{tr['steps']} | {tr['batch_size']} | {tr['seconds']:.1f} | {tr['seconds'] / tr['steps']:.3f} | "
@@ -714,19 +664,18 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="alldata-genbench-"))
     env = dict(os.environ)
     env.update(
-        FIFTYONE_DATABASE_DIR=str(tmp / "db"),
         FIFTYONE_DO_NOT_TRACK="true",
         FIFTYONE_DATABASE_VALIDATION="false",
         ALLDATA_HOME=str(tmp / "alldata_home"),
         HF_HUB_OFFLINE="1",
         PYTHONUNBUFFERED="1",
     )
-    db = PrivateDB(tmp / "db")
+    db: Mongod | None = None
     res: dict[str, Any] = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                                     if not k.startswith("_")}}
     phase_s: dict[str, float] = {}
     try:
-        db.start()
+        db = start_mongod(tmp / "db", set_env=False)
         env["FIFTYONE_DATABASE_URI"] = db.uri
         print(f"private mongod up in {db.start_seconds:.1f} s at {db.uri} (data in {tmp / 'db'})", flush=True)
         base = {"dataset": "genbench", "label_field": field, "image_size": args.image_size, "work": str(tmp),
@@ -754,7 +703,8 @@ def main(argv: list[str] | None = None) -> int:
                                   env, tmp)
         phase_s = {k: res[k]["process_seconds"] for k in ("prepare", "train", "sample", "score")}
     finally:
-        db.stop()
+        if db is not None:
+            db.stop()
         if args.keep:
             print(f"kept {tmp}")
         else:
@@ -816,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
             f"database), grouped split {pr['split_counts']} stratified by diagnosis; the generator is conditioned on "
             f"`{field}` ({', '.join(vocab)}; per split: "
             + "; ".join(f"{k} {v}" for k, v in pr["labels_per_split"].items())
-            + f") and, as `train_diffusion` does by default, on the morphology attributes {tr['continuous']} "
+            + f") and, as `Diffusion.train` does by default, on the morphology attributes {tr['continuous']} "
             "from the segmentation masks (left unknown when sampling). Samples are split evenly over the "
             f"`{field}` values."
         ),
@@ -890,11 +840,11 @@ def main(argv: list[str] | None = None) -> int:
             "not with published FIDs; quality runs (the `gpu` preset, 64 px, tens of thousands of steps) need a GPU."
         ),
         "",
-        "### (c) Training throughput of `train_diffusion`",
+        "### (c) Training throughput of `Diffusion.train`",
         "",
         (
-            f"`train_diffusion(cells, steps={tr['steps']}, batch_size={tr['batch_size']}, sample_every=0, save_every=0, "
-            "**PRESETS['diffusion']['cpu'])`, timed as a whole call (model build, the training loop with AdamW, "
+            f"`Diffusion.train(cells, steps={tr['steps']}, batch_size={tr['batch_size']}, sample_every=0, save_every=0, "
+            "**Diffusion.preset('cpu'))`, timed as a whole call (model build, the training loop with AdamW, "
             "gradient clipping, EMA update and augmentation, and the final checkpoint write); loading the "
             f"{tr['n_train_cells']} train cells (`load_cells`, resize to {args.image_size} px) took "
             f"{tr['load_seconds']:.1f} s and is not in it."

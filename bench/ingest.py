@@ -1,23 +1,10 @@
 """Benchmark: alldata's ingest against FiftyOne's own importers on the same files.
 
-Measures throughput (samples/s) and peak memory (RSS) of
-
-- ``alldata.ingest.ingest`` (sha256 of the bytes, full decode and validation, pydantic
-  validation, label mapping; BCCD also joins the WBC subtype labels and loads the Banik
-  nucleus masks; writes the whole common schema), and
-- ``fo.Dataset.from_dir`` with ``VOCDetectionDataset`` (BCCD) or
-  ``ImageClassificationDirectoryTree`` (PBC, Taleqani): paths + labels only, no hashing,
-  no decoding,
-
-plus an idempotent alldata re-run (0 added) and the peak-RSS growth between a small and the
-full Taleqani import (memory that should not grow with the number of samples).
-
-Each measurement runs in its own fresh Python subprocess (peak RSS via
-``getrusage(RUSAGE_SELF).ru_maxrss`` is per run; modules imported and database connected
-before the clock starts; only the import call is timed). All runs share one private
-FiftyOne database (``FIFTYONE_DATABASE_DIR`` in a temp dir) started once by a warm-up
-process that stays connected for the whole bench, so the database start-up is not timed.
-Every run uses a new dataset name and deletes it afterwards.
+Measures throughput (samples/s) and peak RSS of ``alldata.ingest.ingest`` (hashing, full
+decode and validation, the whole common schema) and of ``fo.Dataset.from_dir`` (paths and
+labels only), plus an idempotent alldata re-run and the peak-RSS growth between a small and
+the full Taleqani import. Each run is a fresh subprocess on one private ``mongod``
+(:mod:`alldata.mongod`); the method is written out with the figures in bench/RESULTS.md.
 
 Usage::
 
@@ -46,6 +33,7 @@ from pathlib import Path
 from _machine import cpu_model, display_path, loadavg, sh, version
 
 from alldata.config import data_root
+from alldata.mongod import Mongod, start_mongod
 
 HERE = Path(__file__).resolve().parent
 SECTION = "## Ingest (bench/ingest.py)"
@@ -161,16 +149,6 @@ def _worker(spec: dict) -> dict:
     return out
 
 
-def _keeper() -> None:
-    """Start the private database, stay connected until stdin closes (keeps it warm)."""
-    t0 = time.perf_counter()
-    import fiftyone as fo
-
-    fo.list_datasets()
-    print(MARKER + json.dumps({"db_start_seconds": time.perf_counter() - t0}), flush=True)
-    sys.stdin.read()  # returns when the parent closes our stdin
-
-
 # --------------------------------------------------------------------------------------
 # parent side: orchestration and reporting
 # --------------------------------------------------------------------------------------
@@ -180,48 +158,23 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="alldata-bench-"))
         self.env = dict(os.environ)
         self.env.update(
-            FIFTYONE_DATABASE_DIR=str(self.tmp / "db"),
             FIFTYONE_DO_NOT_TRACK="true",
+            FIFTYONE_DATABASE_VALIDATION="false",
             ALLDATA_HOME=str(self.tmp / "alldata_home"),
             PYTHONUNBUFFERED="1",
         )
-        self.keeper: subprocess.Popen | None = None
+        self.db: Mongod | None = None
         self.db_start_seconds = float("nan")
 
     # -- database lifetime --------------------------------------------------------------
     def start_db(self) -> None:
-        # The keeper's stdout goes to a file, not a pipe: FiftyOne's database service inherits
-        # it and writes to it when it shuts down, after we have stopped reading.
-        log = self.tmp / "keeper.log"
-        with open(log, "w") as out:
-            self.keeper = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--_keeper"],
-                env=self.env,
-                stdin=subprocess.PIPE,
-                stdout=out,
-                text=True,
-            )
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            for line in log.read_text().splitlines():
-                if line.startswith(MARKER):
-                    self.db_start_seconds = json.loads(line[len(MARKER) :])["db_start_seconds"]
-                    return
-            if self.keeper.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise RuntimeError(f"the database warm-up process failed:\n{log.read_text()[-3000:]}")
+        self.db = start_mongod(self.tmp / "db", set_env=False)
+        self.env["FIFTYONE_DATABASE_URI"] = self.db.uri
+        self.db_start_seconds = self.db.start_seconds
 
     def close(self) -> None:
-        if self.keeper is not None:
-            self.keeper.stdin.close()
-            self.keeper.wait(timeout=60)
-            # the db service stops mongod once its last client has gone; wait for that
-            lock = self.tmp / "db" / "mongod.lock"
-            for _ in range(60):
-                if not lock.exists() or lock.stat().st_size == 0:
-                    break
-                time.sleep(0.5)
+        if self.db is not None:
+            self.db.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- one run --------------------------------------------------------------------------
@@ -363,15 +316,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-write", action="store_true", help="print only, do not update --output")
     p.add_argument("--quiet", action="store_true", help="no per-run lines")
     p.add_argument("--_worker", help=argparse.SUPPRESS)
-    p.add_argument("--_keeper", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args._keeper:
-        _keeper()
-        return 0
     if args._worker:
         print(MARKER + json.dumps(_worker(json.loads(args._worker))), flush=True)
         return 0
@@ -486,8 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         (
             "Every run is a fresh Python process with modules imported and the database connected before the clock "
             "starts; only the import call is timed (for alldata that includes creating the dataset with its schema, "
-            "duplicate tagging and writing the ingest report). One private database "
-            f"(`FIFTYONE_DATABASE_DIR` in a temp dir) served all runs; its start-up took {bench.db_start_seconds:.1f} s "
+            "duplicate tagging and writing the ingest report). One private `mongod` "
+            f"(`alldata.mongod`, data in a temp dir) served all runs; its start-up took {bench.db_start_seconds:.1f} s "
             "and is not in any figure. The page cache was warmed by reading every data file once before the first run. "
             "Peak RSS is `getrusage(RUSAGE_SELF).ru_maxrss` of the run's process (so it includes the imported "
             "modules: see the 'RSS before import' column, measured just before the clock started)."

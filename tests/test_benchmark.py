@@ -15,6 +15,7 @@ from alldata.benchmark.engine import aggregate, build_pool, fold_plan, plan_cell
 from alldata.benchmark.tasks import TASKS, Cell, CellResult
 from alldata.cli import app
 from alldata.recipes import Recipe
+from alldata.reports import BenchmarkSummary, ReportError, load_benchmark_summary
 from alldata.schema import F
 from tests.models._synthetic import cell_image
 
@@ -96,8 +97,14 @@ def test_engine_end_to_end_resume_and_write_back(cells_ds, tmp_path, monkeypatch
     gains = metrics["gains"]
     assert {(g["arm"], g["metric"]) for g in gains} == {
         (a, m) for a in ("oracle", "oversample", "augment") for m in recipe.metrics}
-    assert all(g["n_pairs"] == 2 and set(g) >= {"arm", "model", "metric", "mean", "ci_low", "ci_high", "n_pairs"}
-               for g in gains)
+    assert all(g["n_pairs"] == 2 and g["confidence"] == 0.95 and g["baseline"] == "real" for g in gains)
+    # metrics.json is the typed contract, and the run returns what the file says
+    summary = load_benchmark_summary(out)
+    assert summary == run.summary == BenchmarkSummary.model_validate_json((out / "metrics.json").read_text())
+    assert (summary.schema_version, summary.recipe, summary.task, summary.confidence) == (1, "tiny-rare", "classification", 0.95)
+    assert summary.arm_names == ["real", "oracle", "oversample", "augment"] and summary.seeds == [0]
+    assert summary.cells_run == 8 and len(summary.cells) == 8 and summary.pool.n == 40
+    assert "95 % bootstrap interval" in (out / "report.md").read_text()
     assert {g["arm"] for g in metrics["gap_recovered"]} == {"oversample", "augment"}
     by_arm = {e["arm"]: e for e in metrics["arms"]}
     assert by_arm["real"]["n_synthetic"] == 0 and by_arm["oversample"]["n_synthetic"] > 0
@@ -125,7 +132,7 @@ def test_engine_end_to_end_resume_and_write_back(cells_ds, tmp_path, monkeypatch
     monkeypatch.setattr(ClassificationTask, "run", lambda self, ctx: calls.append(ctx) or None)
     again = run_benchmark(recipe, cells_ds, out, progress=False)
     assert calls == [] and again.ran == 0 and again.skipped == 8
-    assert again.summary["gains"] == run.summary["gains"]
+    assert again.summary.gains == run.summary.gains and again.summary.cells_reused == 8
     # a cell is keyed by what it computes: rewording the description, adding a metric or an
     # arm keeps the finished cells; changing a model's settings reruns that model's cells
     monkeypatch.undo()
@@ -211,24 +218,24 @@ def test_aggregation_equals_a_hand_computation():
                      "pred": "ALL" if i < k else "healthy"} for i in range(4)]
             results[Cell(arm, "knn", fold, seed)] = CellResult(rows, task.score(rows), {})
     summary = aggregate(recipe, task, results)
-    real = next(e for e in summary["arms"] if e["arm"] == "real")["metrics"]["accuracy"]
-    more = next(e for e in summary["arms"] if e["arm"] == "more")["metrics"]["accuracy"]
-    assert real["mean"] == pytest.approx(np.mean([2, 3, 1, 4]) / 4)
-    assert more["mean"] == pytest.approx(np.mean([3, 4, 2, 4]) / 4)
+    real = next(e for e in summary["arms"] if e.arm == "real").metrics["accuracy"]
+    more = next(e for e in summary["arms"] if e.arm == "more").metrics["accuracy"]
+    assert real.mean == pytest.approx(np.mean([2, 3, 1, 4]) / 4)
+    assert more.mean == pytest.approx(np.mean([3, 4, 2, 4]) / 4)
     # pooled point: per seed, accuracy over the 8 pooled rows, then the mean over seeds
-    assert real["pooled"] == pytest.approx(np.mean([(2 + 3) / 8, (1 + 4) / 8]))
-    assert real["ci_low"] <= real["pooled"] <= real["ci_high"]
+    assert real.pooled == pytest.approx(np.mean([(2 + 3) / 8, (1 + 4) / 8]))
+    assert real.ci_low <= real.pooled <= real.ci_high
     (gain,) = summary["gains"]
     diffs = [1, 1, 1, 0]  # more - real per (seed, fold), in quarters
-    assert gain["arm"] == "more" and gain["n_pairs"] == 4
-    assert gain["mean"] == pytest.approx(np.mean(diffs) / 4)
-    assert 0 <= gain["ci_low"] <= gain["mean"] <= gain["ci_high"] <= 0.25
+    assert (gain.arm, gain.baseline, gain.n_pairs, gain.confidence) == ("more", "real", 4, 0.95)
+    assert gain.mean == pytest.approx(np.mean(diffs) / 4)
+    assert 0 <= gain.ci_low <= gain.mean <= gain.ci_high <= 0.25
     assert summary["gap_recovered"] == []
     missing = dict(results)
     missing.pop(Cell("more", "knn", 1, 1))
     with pytest.raises(Exception, match="1 cells have no result"):
         aggregate(recipe, task, missing)
-    assert not math.isnan(real["sd"])
+    assert not math.isnan(real.sd)
 
 
 def test_benchmark_cli_prints_the_tables(cells_ds, tmp_path):
@@ -242,3 +249,15 @@ def test_benchmark_cli_prints_the_tables(cells_ds, tmp_path):
     assert "paired gain over real" in r.output and "gap recovered (sensitivity:lymphoblast)" in r.output
     r = runner.invoke(app, ["benchmark", str(tmp_path / "nope.yaml"), "--dataset", cells_ds])
     assert r.exit_code == 1 and "does not exist" in r.output
+
+
+def test_a_file_that_is_not_a_benchmark_summary_is_named(tmp_path):
+    f = tmp_path / "metrics.json"
+    with pytest.raises(ReportError, match="metrics.json does not exist"):
+        load_benchmark_summary(tmp_path)
+    f.write_text(json.dumps({"name": "cells-rf", "gains": []}))  # an older, hand-written shape
+    with pytest.raises(ReportError, match=r"metrics.json is not a benchmark summary \(schema_version 1\).*re-run"):
+        load_benchmark_summary(f)
+    f.write_text("{not json")
+    with pytest.raises(ReportError, match="is not a benchmark summary"):
+        load_benchmark_summary(tmp_path)

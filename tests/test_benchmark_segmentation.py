@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from alldata.benchmark import segmentation as seg
 from alldata.benchmark.engine import run_benchmark
+from alldata.metrics.segmentation import touching_ids
 from alldata.recipes import Recipe
 from alldata.schema import F
 from tests.models._synthetic import cell_image
@@ -168,6 +169,6 @@ def test_instance_map_from_detections():
     inst[20:35, 25:40] = 2
     got = seg._instance_map(_detections(inst, with_masks=True).detections, 60, 40)
     np.testing.assert_array_equal(got, inst)
-    assert seg._touching(inst) == set()
+    assert touching_ids(inst) == set()
     inst[15:20, 25:30] = 2  # now they touch
-    assert seg._touching(inst) == {1, 2}
+    assert touching_ids(inst) == {1, 2}

@@ -9,7 +9,7 @@ import pytest
 from huggingface_hub import DatasetCard
 from typer.testing import CliRunner
 
-from alldata.card import UNKNOWN, CardError, Selection, gather_facts, read_benchmark, size_category, write_card
+from alldata.card import UNKNOWN, CardError, Selection, _md, gather_facts, read_benchmark, size_category, write_card
 from alldata.cli import app
 from alldata.config import home
 from alldata.curation import REJECT_TAG
@@ -17,6 +17,7 @@ from alldata.imageio import inspect_image
 from alldata.schema import Box, CellType, Diagnosis, F, Provenance, Sample
 from alldata.synthetic import make_synthetic_sample
 from tests._fixtures import write_image
+from tests.test_benchmark import make_cells_dataset, tiny_recipe
 
 runner = CliRunner()
 GAN_SHA = "ab" * 32
@@ -77,7 +78,26 @@ def card_ds(dataset_name, tmp_path):
     return dataset_name
 
 
-def _write_reports(dataset: str, tmp: Path) -> Path:
+@pytest.fixture
+def bench_run(dataset_name, tmp_path):
+    """A real run of the tiny benchmark engine (two classes of drawn cells, 2 folds, 1 seed)."""
+    import fiftyone as fo
+    import torch
+
+    from alldata.benchmark.engine import run_benchmark
+
+    torch.set_num_threads(1)
+    name = f"{dataset_name}-cells"
+    try:
+        make_cells_dataset(tmp_path / "cells", name)
+        recipe = tiny_recipe(arms=("real", "oracle", "oversample"), seeds=[0])
+        yield run_benchmark(recipe, name, tmp_path / "bench", progress=False, write_back=False)
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
+def _write_reports(dataset: str) -> None:
     d = home() / "datasets" / dataset
     d.mkdir(parents=True, exist_ok=True)
     base = {"dataset": dataset, "synthetic_view": "generator=gan", "real_view": "split=train", "n_real": 5, "n_fake": 2,
@@ -85,16 +105,11 @@ def _write_reports(dataset: str, tmp: Path) -> Path:
     (d / "score-20200101-000000.json").write_text(json.dumps({**base, "created": "2020-01-01T00:00:00", "metrics": {"fd": 999.0}}))
     (d / "score-20200102-000000.json").write_text(json.dumps({**base, "created": "2020-01-02T00:00:00", "metrics": {
         "fd": 12.5, "kid_mean": 0.25, "kid_std": 0.01, "precision": 0.75, "recall": 0.5, "copy_rate": 0.0}}))
-    bench = tmp / "bench"
-    bench.mkdir()
-    (bench / "metrics.json").write_text(json.dumps({"name": "cells-rf", "confidence": 0.95, "gains": [
-        {"arm": "real+gan", "model": "random_forest", "metric": "macro_f1", "mean": 0.031, "ci_low": -0.012, "ci_high": 0.07, "n": 9}]}))
-    return bench
 
 
-def test_card_front_matter_is_hub_valid_and_sections_come_from_the_data(card_ds, tmp_path):
-    bench = _write_reports(card_ds, tmp_path)
-    path = write_card(card_ds, tmp_path / "card", benchmarks=[bench])
+def test_card_front_matter_is_hub_valid_and_sections_come_from_the_data(card_ds, bench_run, tmp_path):
+    _write_reports(card_ds)
+    path = write_card(card_ds, tmp_path / "card", benchmarks=[bench_run.out_dir])
     card = DatasetCard.load(path)
     d = card.data.to_dict()
     # front matter: keys and types the Hub expects
@@ -119,8 +134,14 @@ def test_card_front_matter_is_hub_valid_and_sections_come_from_the_data(card_ds,
     assert "not recorded" in gan and UNKNOWN in gan
     # quality: the latest score report of the view, not the older one
     assert "| 12.5 |" in text and "999" not in text
-    # benchmark gains with their CI
-    assert "| real+gan | random_forest | macro_f1 |" in text and "| 0.031 | -0.012 | 0.07 | 9 |" in text
+    # benchmark gains of the engine's run: its recipe name, confidence level, every gain with its CI and n pairs
+    summary = bench_run.summary
+    assert "### tiny-rare" in text and "95 % bootstrap confidence intervals" in text
+    assert len(summary.gains) == 2 * len(summary.metrics)  # oracle and oversample vs real
+    for g in summary.gains:
+        row = (f"| {g.arm} | random_forest | {g.metric} | real | {_md(g.mean)} | {_md(g.ci_low)} | {_md(g.ci_high)} "
+               f"| {g.n_pairs} |")
+        assert row in text and g.n_pairs == 2
     # limits and licences
     assert "ALL-IDB2 ⊂ ALL-IDB1" in text and "publish no patient id" in text
     assert "redistribution **forbidden**" in text and "Not for diagnosis" in text
@@ -148,14 +169,14 @@ def test_selection_and_benchmark_errors_name_the_problem(card_ds, tmp_path):
         gather_facts(card_ds, Selection(splits=("holdout",)))
     bad = tmp_path / "bench"
     bad.mkdir()
-    (bad / "metrics.json").write_text(json.dumps({"gains": [{"arm": "a", "metric": "f1", "mean": 0.1}]}))
-    with pytest.raises(CardError, match=r"metrics.json: gains\[0\] lacks ci_low, ci_high"):
+    with pytest.raises(CardError, match="metrics.json does not exist"):
         read_benchmark(bad)
     (bad / "metrics.json").write_text("{not json")
-    with pytest.raises(CardError, match="not readable JSON"):
+    with pytest.raises(CardError, match="metrics.json is not a benchmark summary"):
         read_benchmark(bad)
     (bad / "metrics.json").write_text(json.dumps({"per_cell": []}))
-    assert read_benchmark(bad)["note"].endswith("has no `gains` list")
+    with pytest.raises(CardError, match=r"is not a benchmark summary \(schema_version 1\)"):
+        read_benchmark(bad)
 
 
 def test_cli_card(card_ds, tmp_path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import fiftyone as fo
 import pytest
 
-from alldata.ingest import ingest, ingest_all
+from alldata.ingest import ingest, ingest_all, report_path
+from alldata.reports import IngestReport, load_ingest_report
 from alldata.schema import F
 from alldata.sources.bccd import BCCD
 from alldata.sources.taleqani import Taleqani
@@ -70,14 +71,32 @@ def test_exact_duplicates_tagged_within_and_across_sources(tmp_path, dataset_nam
     folder = tmp_path / "mine" / "lymphoblast"
     folder.mkdir(parents=True)
     (folder / "copy.jpg").write_bytes(a.read_bytes())
-    ingest(Taleqani(tmp_path / "ALL_Taleqani_Kaggle"), dataset_name, progress=False)
+    first = ingest(Taleqani(tmp_path / "ALL_Taleqani_Kaggle"), dataset_name, progress=False)
+    assert first.duplicates_tagged == 2
     report = ingest("folder", dataset_name, root=tmp_path / "mine", progress=False)
-    assert report.duplicates_tagged == 3
+    assert report.duplicates_tagged == 1  # this run's source, not the dataset's 3
     ds = fo.load_dataset(dataset_name)
     dup = ds.match_tags(F.TAG_DUPLICATE)
     assert len(ds) == 4 and len(dup) == 3
     assert sorted(v for v in dup.values(F.DUPLICATE_OF) if v) == ["folder/lymphoblast/copy.jpg"] * 2
     assert ds.match({F.KEY: "folder/lymphoblast/copy.jpg"}).first()[F.CELL_TYPE].label == "lymphoblast"
+
+
+def test_the_report_file_is_the_typed_contract(tmp_path, dataset_name):
+    import json
+
+    report = ingest(BCCD(make_bccd(tmp_path / "BCCD", n=3)), dataset_name, progress=False)
+    path = report_path(dataset_name, "bccd")
+    saved = load_ingest_report(path)
+    assert saved == report and saved.schema_version == 1 and saved.finished is not None
+    assert (saved.found, saved.added, saved.skipped, saved.duplicates_tagged) == (3, 3, [], 0)
+    info = fo.load_dataset(dataset_name).info["ingest"]["bccd"]
+    assert (info["added"], info["skipped"], info["report"]) == (3, 0, str(path))
+    # a report written before the contract (counts of problems, no schema_version) still loads
+    legacy = {k: v for k, v in json.loads(path.read_text()).items() if k != "schema_version"}
+    legacy.update(skipped=1, warnings=0, problems=[{"path": "x.jpg", "reason": "truncated", "severity": "skipped"}])
+    old = IngestReport.model_validate(legacy)
+    assert [p.path for p in old.skipped] == ["x.jpg"] and old.warnings == []
 
 
 def test_ingest_all_skips_missing_sources(tmp_path, dataset_name, monkeypatch):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from alldata.recipes import ARM_KINDS, RecipeError, load_recipe, recipe_slug
+from alldata.recipes import RecipeError, arm_kinds, load_recipe, recipe_slug
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 
@@ -32,7 +32,7 @@ def test_the_shipped_recipes_exist():
 def test_every_shipped_recipe_loads(path):
     recipe = load_recipe(path)
     assert recipe.baseline in [a.name for a in recipe.arms]
-    assert {a.kind for a in recipe.arms} <= ARM_KINDS[recipe.task]
+    assert {a.kind for a in recipe.arms} <= arm_kinds(recipe.task)
     quick = recipe.with_quick()
     assert quick.folds <= recipe.folds and len(quick.seeds) <= len(recipe.seeds)
 
@@ -40,7 +40,8 @@ def test_every_shipped_recipe_loads(path):
 def test_the_real_run_recipe_is_sized_as_promised():
     r = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "rare-class-recovery.yaml")
     assert (r.folds, len(r.seeds), r.data.image_size) == (3, 3, 64)
-    assert {a.kind for a in r.arms} == ARM_KINDS["classification"]
+    assert {a.kind for a in r.arms} == {"real", "oracle", "oversample", "augment", "gan", "diffusion"}
+    assert {a.kind for a in r.arms} <= arm_kinds("classification")
     assert r.rare.class_ == "pro_b" and r.data.class_map()[None] == "benign"
     assert "alldata benchmark recipes/rare-class-recovery.yaml" in r.description
     q = r.with_quick()
@@ -70,6 +71,19 @@ def test_bad_arm_kind_lists_the_allowed_kinds(tmp_path):
     seg = GOOD.replace("task: classification", "task: segmentation").replace("kind: real}", "kind: gan}")
     with pytest.raises(RecipeError, match=r"allowed: overlap, real"):
         load_recipe(_write(tmp_path, seg))
+    with pytest.raises(RecipeError, match=r"'gann'.*did you mean 'gan'"):
+        load_recipe(_write(tmp_path, GOOD.replace("kind: real}", "kind: gann}")))
+
+
+def test_arm_kinds_come_from_the_generator_registry_without_importing_torch():
+    """Trainable families are classification arm kinds; overlap (not trained) is not; torch stays out."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from alldata.recipes import arm_kinds, is_generator_kind; "
+            "print(sorted(arm_kinds('classification')), is_generator_kind('overlap'), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['augment', 'diffusion', 'gan', 'oracle', 'oversample', 'real'] False False"
 
 
 @pytest.mark.parametrize(

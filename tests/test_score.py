@@ -1,4 +1,7 @@
-"""Scoring synthetic cells: the metrics on known distributions, the encoder, score_dataset and the CLI."""
+"""Scoring synthetic cells: the quality gates, the feature extractors, score_dataset and the CLI.
+
+The metrics themselves are tested in tests/metrics/test_generative.py.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +16,25 @@ from typer.testing import CliRunner
 
 from alldata.cli.score import app
 from alldata.encoder import Encoder, EncoderError, train_encoder
+from alldata.features import Embedding, FeatureExtractor, extract
 from alldata.ingest import ingest
+from alldata.models.features import HandcraftedFeatures
 from alldata.schema import F, Provenance
 from alldata.score import (
     COPY_FLAG,
     NN_DISTANCE,
     NN_RATIO,
     NN_REAL_KEY,
+    SCORE_NAME,
     TAG_MEMORISED,
+    Gates,
     ScoreError,
-    density_coverage,
-    frechet_distance,
-    kid,
-    memorisation,
+    ScoreParams,
+    ScoreReport,
+    last_score,
     parse_view,
-    precision_recall,
     score_dataset,
+    score_images,
 )
 from alldata.synthetic import add_synthetic, make_synthetic_sample
 
@@ -36,69 +42,7 @@ runner = CliRunner()
 rng = np.random.default_rng
 
 
-# --- metrics -------------------------------------------------------------------------------
-
-
-def test_fd_is_zero_on_itself_and_matches_the_closed_form():
-    x = rng(0).normal(size=(300, 4))
-    assert abs(frechet_distance(x, x)) < 1e-8
-    # 1-D: (m1 - m2)^2 + (s1 - s2)^2 with the sample statistics
-    a, b = rng(1).normal(0, 1, 500), rng(2).normal(2, 2, 700)
-    expected = (a.mean() - b.mean()) ** 2 + (a.std(ddof=1) - b.std(ddof=1)) ** 2
-    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
-    assert frechet_distance(a, b) == pytest.approx(4 + 1, abs=0.5)  # the population value
-    # 3-D, correlated: tr((S1 S2)^1/2) = sum of sqrt of the eigenvalues of S1 S2
-    c = rng(3).normal(size=(400, 3)) @ np.array([[1, 0.5, 0], [0, 1, 0.3], [0, 0, 2]])
-    d = rng(4).normal(size=(300, 3)) * [0.5, 1.5, 1] + [1, -1, 0]
-    s1, s2 = np.cov(c, rowvar=False), np.cov(d, rowvar=False)
-    tr_sqrt = np.sqrt(np.linalg.eigvals(s1 @ s2).real).sum()
-    expected = ((c.mean(0) - d.mean(0)) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt
-    assert frechet_distance(c, d) == pytest.approx(expected, rel=1e-8)
-
-
-def test_fd_survives_singular_covariances_and_rejects_bad_input():
-    a, b = rng(0).normal(size=(5, 64)), rng(1).normal(size=(6, 64))  # fewer samples than dimensions
-    assert np.isfinite(frechet_distance(a, b)) and frechet_distance(a, b) > 0
-    with pytest.raises(ScoreError, match="dimensions differ"):
-        frechet_distance(a, b[:, :10])
-    with pytest.raises(ScoreError, match="at least 2"):
-        frechet_distance(a[:1], b)
-
-
-def test_kid_near_zero_for_one_distribution_and_positive_when_shifted():
-    x, y = rng(0).normal(size=(400, 8)), rng(1).normal(size=(400, 8))
-    mean, std = kid(x, y, subsets=20, subset_size=100, seed=0)
-    assert abs(mean) < 0.1 and std > 0
-    shifted, _ = kid(x, y + 1.0, subsets=20, subset_size=100, seed=0)
-    assert shifted > 2.0 and shifted > 20 * abs(mean)
-    assert kid(x, y, 20, 100, seed=0) == (mean, std)  # seeded
-
-
-def test_precision_recall_density_coverage():
-    x = rng(0).normal(size=(200, 6))
-    assert precision_recall(x, x, k=3) == (1.0, 1.0)
-    assert density_coverage(x, x, k=5)[1] == 1.0
-    far = rng(1).normal(size=(150, 6)) + 50
-    assert precision_recall(x, far, k=3) == (0.0, 0.0)
-    assert density_coverage(x, far, k=5) == (0.0, 0.0)
-    # half the fakes far away: precision halves, recall stays high
-    half = np.vstack([rng(2).normal(size=(100, 6)), far[:100]])
-    p, r = precision_recall(x, half, k=3)
-    assert 0.35 < p < 0.6 and r > 0.8
-    with pytest.raises(ScoreError, match="at least 4"):
-        precision_recall(x, far[:3], k=3)
-
-
-def test_memorisation_flags_copies_not_far_samples():
-    real = rng(0).normal(size=(100, 8))
-    copies = real[[3, 7]] + 1e-6 * rng(1).normal(size=(2, 8))
-    far = rng(2).normal(size=(4, 8)) + 10
-    m = memorisation(real, np.vstack([copies, far]), percentile=5)
-    assert m.nn_index[:2].tolist() == [3, 7]
-    assert m.copy_flag.tolist() == [True, True, False, False, False, False]
-    assert m.copy_rate == pytest.approx(2 / 6)
-    assert (m.nn_distance[:2] < 1e-5).all() and (m.ratio[:2] < 1e-4).all() and (m.ratio[2:] > 1).all()
-    assert 0 < m.threshold < np.median(m.nn_distance[2:])
+# --- views ---------------------------------------------------------------------------------
 
 
 def test_parse_view_names_the_value_the_keys_and_the_fix():
@@ -126,6 +70,8 @@ def test_encoder_trains_deterministically_and_round_trips(tmp_path):
     enc = train_encoder(imgs, labels, image_size=32, epochs=2, batch_size=8, seed=1, device="cpu")
     feats = enc.encode(imgs)
     assert feats.shape == (16, 128) and feats.dtype == np.float32 and np.isfinite(feats).all()
+    assert isinstance(enc, FeatureExtractor) and enc.name == "encoder-cnn"  # the feature-extractor protocol
+    np.testing.assert_array_equal(enc(imgs), feats)
     assert not np.allclose(feats[0], feats[-1])
     assert len(enc.config["history"]) == 2 and enc.config["classes"] == ["a", "b"]
     again = train_encoder(imgs, labels, image_size=32, epochs=2, batch_size=8, seed=1, device="cpu")
@@ -168,10 +114,89 @@ def test_inception_loads_a_torchvision_state_dict(tmp_path):
         Encoder.from_inception(tmp_path / "broken.pt")
 
 
+# --- the feature-extractor protocol and the gates -------------------------------------------
+
+
+class Thumbnails:
+    """A feature extractor for tests: each image mean-pooled to 4 x 4 x 3 = 48 values."""
+
+    name = "thumbnails"
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        n, h, w, c = images.shape
+        return images.astype(float).reshape(n, 4, h // 4, 4, w // 4, c).mean((2, 4)).reshape(n, -1)
+
+
+def _labelled_cells(n: int, seed: int) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """``n`` cells, alternately lymphocytes (small, dark) and lymphoblasts (large, violet)."""
+    big = [i % 2 == 1 for i in range(n)]
+    imgs = [_cell_array((90, 60, 160), 11, seed + i) if b else _cell_array((60, 30, 90), 6, seed + i)
+            for i, b in enumerate(big)]
+    return np.stack(imgs), {"cell_type": ["lymphoblast" if b else "lymphocyte" for b in big]}
+
+
+def test_extractors_follow_the_protocol():
+    imgs = np.stack([_cell_array((90, 60, 160), 11, i) for i in range(3)])
+    for extractor in (Thumbnails(), HandcraftedFeatures()):
+        assert isinstance(extractor, FeatureExtractor)
+        x = extract(extractor, imgs)
+        assert x.shape[0] == 3 and x.dtype == np.float64
+    assert HandcraftedFeatures().name == "handcrafted" and extract(HandcraftedFeatures(), imgs).shape == (3, 37)
+
+    class FakeCNN:
+        name = "resnet18"
+
+        def fit(self, images, labels):
+            self.fitted = len(images)
+            return self
+
+        def embed(self, images):
+            return np.ones((len(images), 5), np.float32)
+
+    emb = Embedding(FakeCNN()).fit(imgs, ["a", "b", "a"])
+    assert isinstance(emb, FeatureExtractor) and emb.name == "resnet18-embedding" and emb.classifier.fitted == 3
+    assert extract(emb, imgs).shape == (3, 5)
+    with pytest.raises(ValueError, match="uint8"):
+        extract(emb, imgs.astype(float))
+
+
+def test_gates_pass_on_held_out_real_cells_and_fail_on_noise():
+    real, real_labels = _labelled_cells(60, 0)
+    held_as_synthetic, syn_labels = _labelled_cells(30, 50_000)
+    held, held_labels = _labelled_cells(30, 90_000)
+    kw = {"heldout": held, "real_labels": real_labels, "heldout_labels": held_labels,
+          "params": ScoreParams(kid_subsets=10)}
+    ok = score_images(real, held_as_synthetic, Thumbnails(), synthetic_labels=syn_labels, **kw)
+    assert ok.passed and not ok.failed() and not ok.skipped, ok.gates
+    assert [g.name for g in ok.gates] == ["mean_colour", "std", "hf_energy", "fd", "kid", "precision", "recall",
+                                          "copy_rate", "cas"]
+    assert all(g.passed for g in ok.gates)
+    m = ok.metrics
+    assert m.cas_label_field == "cell_type" and m.cas >= 0.8 * m.trs and m.fd_half <= 3 * m.fd_floor
+    assert ok.pixels_real.hf_energy == pytest.approx(ok.pixels_synthetic.hf_energy, rel=0.05)
+
+    noise = rng(1).integers(0, 256, (30, 32, 32, 3), dtype=np.uint8)
+    bad = score_images(real, noise, Thumbnails(), synthetic_labels=syn_labels, **kw)
+    assert not bad.passed
+    # (CAS is not asserted: a classifier fitted on noise may still split the real classes by chance)
+    assert {g.name for g in bad.failed()} >= {"mean_colour", "std", "hf_energy", "fd", "kid", "precision", "recall"}
+    assert ScoreReport.model_validate_json(bad.model_dump_json()) == bad  # the JSON round trip
+
+    pixels_only = score_images(real, noise)  # no encoder: the pixel gates still judge
+    assert not pixels_only.passed and "encoder" in pixels_only.skipped
+    assert [g.passed for g in pixels_only.gates[:3]] == [False, False, False]
+    assert all(g.passed is None for g in pixels_only.gates[3:])
+    lenient = Gates(mean_levels=255, std_rel=10, hf_rel=10)
+    assert score_images(real, noise, gates=lenient).passed
+    with pytest.raises(ValueError, match="extra"):
+        Gates(mean_level=5)
+    assert "mean_levels = 10.0" in Gates().describe()
+
+
 # --- score_dataset and the CLI -------------------------------------------------------------
 
 
-def _cell(path: Path, colour: tuple[int, int, int], radius: int, seed: int, bg=(230, 190, 200)) -> Path:
+def _cell_array(colour: tuple[int, int, int], radius: int, seed: int, bg=(230, 190, 200)) -> np.ndarray:
     """A 32 px 'cell': a noisy disc of ``colour`` on a pink background."""
     g = rng(seed)
     yy, xx = np.mgrid[:32, :32]
@@ -180,15 +205,19 @@ def _cell(path: Path, colour: tuple[int, int, int], radius: int, seed: int, bg=(
     img[:] = bg
     img[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2] = colour
     img += g.normal(0, 8, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _cell(path: Path, colour: tuple[int, int, int], radius: int, seed: int, bg=(230, 190, 200)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
+    Image.fromarray(_cell_array(colour, radius, seed, bg)).save(path)
     return path
 
 
-def _synthetic(dataset: str, folder: Path, files: dict[str, Path], generator: str) -> None:
+def _synthetic(dataset: str, folder: Path, files: dict[str, Path], generator: str, sha: str = "0" * 64) -> None:
     samples = [
         make_synthetic_sample(p, family=generator, source_id=name,
-                              provenance=Provenance(generator=generator, checkpoint_sha256="0" * 64, seed=i))
+                              provenance=Provenance(generator=generator, checkpoint_sha256=sha, seed=i))
         for i, (name, p) in enumerate(files.items())
     ]
     assert add_synthetic(dataset, samples) == len(samples)
@@ -209,7 +238,14 @@ def test_score_dataset_end_to_end_and_cli(tmp_path, dataset_name):
     files = {"copy": syn / "copy.png"}
     for i in range(4):  # far from every real cell: green, no pink background
         files[f"odd{i}"] = _cell(syn / f"odd{i}.png", (20, 200, 20), 14, seed=200 + i, bg=(10, 90, 10))
-    _synthetic(dataset_name, syn, files, "diffusion")
+    checkpoint = tmp_path / "ckpt"  # a stand-in: provenance hashes config.json + model.safetensors
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text('{"family": "diffusion"}')
+    (checkpoint / "model.safetensors").write_bytes(b"weights")
+    assert last_score(checkpoint) is None
+    from alldata.generators.base import checkpoint_sha256
+
+    _synthetic(dataset_name, syn, files, "diffusion", checkpoint_sha256(checkpoint))
     _synthetic(dataset_name, syn, {"other": _cell(syn / "other.png", (90, 60, 160), 11, seed=3)}, "gan")
     ds.match({F.KEY: {"$in": ["synthetic/diffusion/odd0", "synthetic/gan/other"]}}).tag_samples(TAG_MEMORISED)
 
@@ -219,13 +255,17 @@ def test_score_dataset_end_to_end_and_cli(tmp_path, dataset_name):
     assert "trained on 18 cells, cell_type: lymphoblast 9, lymphocyte 9" in r.output
     enc = Encoder.from_pretrained(tmp_path / "enc", device="cpu")
     report = score_dataset(dataset_name, "generator=diffusion", "split=train", enc, report_path=tmp_path / "r.json",
-                           kid_subsets=5)
-    assert (report["n_real"], report["n_fake"]) == (17, 5)
-    assert [m["key"] for m in report["memorised"]] == ["synthetic/diffusion/copy"]
-    assert report["memorised"][0]["nn_real_key"] == "folder/lymphoblast/b3.png"
-    m = report["metrics"]
-    assert m["copy_rate"] == pytest.approx(0.2) and m["fd"] > 0 and m["precision"] < 1 and not report["skipped"]
-    assert json.loads((tmp_path / "r.json").read_text())["metrics"] == pytest.approx(m)
+                           heldout_filter="split=val", params=ScoreParams(kid_subsets=5))
+    assert (report.n_real, report.n_fake, report.n_heldout) == (17, 5, 1)
+    assert [m["key"] for m in report.memorised] == ["synthetic/diffusion/copy"]
+    assert report.memorised[0]["nn_real_key"] == "folder/lymphoblast/b3.png"
+    m = report.metrics
+    assert m.copy_rate == pytest.approx(0.2) and m.fd > 0 and m.precision < 1
+    assert list(report.skipped) == ["cas"] and "label field" in report.skipped["cas"]  # synthetic cells unlabelled
+    assert not report.passed and {"mean_colour", "std"} <= {g.name for g in report.failed()}  # green cells
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["metrics"]["copy_rate"] == pytest.approx(0.2) and saved["encoder"]["kind"] == "cnn"  # what the card reads
+    assert ScoreReport.model_validate(saved) == report
 
     ds.reload()
     copy = ds.match({F.KEY: "synthetic/diffusion/copy"}).first()
@@ -241,9 +281,20 @@ def test_score_dataset_end_to_end_and_cli(tmp_path, dataset_name):
                             "--encoder", str(tmp_path / "enc"), "--report", str(tmp_path / "cli.json")])
     assert r.exit_code == 0, r.output
     for text in ("FD", "KID", "±", "precision", "recall", "density", "coverage", "copy rate", "20.0%",
-                 "n_real", "17", "n_fake"):
+                 "n_real", "17", "n_fake", "quality gates", "mean_colour", "FAIL", "verdict: FAILED"):
         assert text in r.output, text
-    assert (tmp_path / "cli.json").is_file()
+    assert (tmp_path / "cli.json").is_file() and not (checkpoint / SCORE_NAME).exists()
+
+    r = runner.invoke(app, ["score", "--dataset", dataset_name, "--checkpoint", str(checkpoint), "--strict",
+                            "--encoder", str(tmp_path / "enc"), "--report", str(tmp_path / "ck.json")])
+    assert r.exit_code == 1 and "verdict: FAILED" in r.output  # --strict: a failed gate is an error
+    last = last_score(checkpoint)
+    assert last is not None and not last.passed and last.n_fake == 5 and last.checkpoint_sha256
+    (checkpoint / "model.safetensors").write_bytes(b"retrained")
+    assert last_score(checkpoint) is None  # the report scored other weights
+    (checkpoint / SCORE_NAME).write_text("{}")
+    with pytest.raises(ScoreError, match="not an `alldata score` report"):
+        last_score(checkpoint)
 
     r = runner.invoke(app, ["score", "--dataset", dataset_name, "--synthetic-view", "gen=diffusion",
                             "--encoder", str(tmp_path / "enc")])

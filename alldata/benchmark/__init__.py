@@ -6,7 +6,8 @@
   (:func:`run_benchmark`).
 * :mod:`alldata.benchmark.classification`: the ``classification`` task;
   :mod:`alldata.benchmark.segmentation`: the ``segmentation`` task.
-* :mod:`alldata.benchmark.report`: ``metrics.json``, ``report.md`` and plots.
+* :mod:`alldata.benchmark.report`: ``report.md`` and plots; ``metrics.json`` is an
+  :class:`alldata.reports.BenchmarkSummary` the engine writes.
 
 Importing this package is light: the engine and the tasks import their heavy
 dependencies when they run.
@@ -26,10 +27,11 @@ _LAZY = {
     "aggregate": "alldata.benchmark.engine",
     "BenchmarkError": "alldata.benchmark.engine",
     "write_report": "alldata.benchmark.report",
+    "write_plots": "alldata.benchmark.report",
 }
 
 __all__ = ("TASKS", "BenchmarkError", "Cell", "CellContext", "CellResult", "Task", "aggregate", "build_pool",
-           "fold_plan", "get_task", "run_benchmark", "write_report")
+           "fold_plan", "get_task", "run_benchmark", "write_plots", "write_report")
 
 
 def __getattr__(name: str) -> Any:

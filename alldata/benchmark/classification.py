@@ -1,15 +1,16 @@
 """The classification task: train a registered classifier on one arm's training set.
 
-Arms (:data:`alldata.recipes.ARM_KINDS` ``["classification"]``):
+Arms (:func:`alldata.recipes.arm_kinds` ``("classification")``):
 
 * ``real``: the fold's real training samples (rare class cut, when the recipe has one).
 * ``oracle``: the same without the cut (all rare-class training groups).
 * ``oversample``: ``real`` plus repeats of the kept rare images.
 * ``augment``: ``real`` plus albumentations copies of them (:func:`alldata.models.augment.augment_images`).
-* ``gan`` / ``diffusion``: ``real`` plus samples of a generator trained from scratch on
-  the fold's training cells only (never a test cell), conditioned on the label, then
-  fine-tuned on the kept rare cells; cached per (arm, fold, seed) in the cell's shared
-  dir and its samples added to the dataset (tag ``synthetic``, provenance, ``recipe``).
+* any trainable generator family (``gan``, ``diffusion``, ...): ``real`` plus samples of a
+  generator trained from scratch on the fold's training cells only (never a test cell),
+  conditioned on the label, then fine-tuned on the kept rare cells, by
+  :func:`alldata.generate.run_generator_job`; cached per (arm, fold, seed) in the cell's
+  shared dir and its samples added to the dataset (tag ``synthetic``, provenance, ``recipe``).
 
 How many samples an arm adds (the same for every filling arm, so they compare fairly):
 with a rare class, enough to bring it up to the largest other class; without one, every
@@ -26,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ import numpy as np
 
 from alldata.benchmark.tasks import TASKS, CellContext, CellResult
 from alldata.errors import AlldataError
-from alldata.recipes import ARM_KINDS, GENERATOR_KINDS, Recipe
+from alldata.recipes import Recipe, arm_kinds, is_generator_kind
 from alldata.schema import F
 
 __all__ = ["ClassificationTask", "fill_counts"]
@@ -85,7 +85,11 @@ class ClassificationTask:
     images and features by sample id)."""
 
     name = "classification"
-    arm_kinds = ARM_KINDS["classification"]
+
+    @property
+    def arm_kinds(self) -> frozenset[str]:
+        """Its own arm kinds plus every trainable generator family registered now."""
+        return arm_kinds("classification")
 
     def __init__(self) -> None:
         self._images: dict[tuple[str, int], np.ndarray] = {}
@@ -154,7 +158,7 @@ class ClassificationTask:
                                                   **({"strength": params["strength"]} if "strength" in params else {})))
                 labels += [cls] * n
             return images, labels, [], {"fill": need}
-        if kind in GENERATOR_KINDS:
+        if is_generator_kind(kind):
             syn_ids, info = _synthesise(ctx, kind, params, need, seed)
             return [], [], syn_ids, {"fill": need, **info}
         raise AlldataError(f"arm kind {kind!r} is not a classification arm; allowed: {sorted(self.arm_kinds)}")
@@ -209,7 +213,7 @@ class ClassificationTask:
     def score(self, rows: list[dict]) -> dict[str, float]:
         """Accuracy, balanced accuracy, macro/weighted F1, macro AUC and per-class metrics
         (``sensitivity:<class>``, ``specificity:``, ``precision:``, ``f1:``, ``auc:``)."""
-        from alldata.evaluate import classification_metrics
+        from alldata.metrics import classification_metrics
 
         if not rows:
             return {}
@@ -245,8 +249,9 @@ class ClassificationTask:
 
     def plots(self, rows_by_arm: dict[str, list[dict]], out_dir: Path, model: str, focus: str | None) -> list[Path]:
         """ROC curves (of ``focus``, else of each class) across arms and a confusion matrix per arm."""
-        from alldata.evaluate import auc as area
-        from alldata.evaluate import confusion_matrix, plot_confusion, plot_roc, roc_curve
+        from alldata.benchmark.plots import plot_confusion, plot_roc
+        from alldata.metrics import auc as area
+        from alldata.metrics import confusion_matrix, roc_curve
 
         paths: list[Path] = []
         any_rows = next((r for r in rows_by_arm.values() if r), None)
@@ -291,80 +296,31 @@ def _cells_for(ctx: CellContext, ids: list[str], size: int):
 def _synthesise(ctx: CellContext, kind: str, params: dict[str, Any], need: dict[str, int], seed: int) -> tuple[list[str], dict]:
     """Train (or reuse) the arm's generator on the fold's train cells, fine-tune it on the kept
     rare cells, and add ``need`` samples per class to the dataset; returns their sample ids."""
-    from alldata.generate import PRESETS, generate_to_dataset
-    from alldata.generators.base import Generator, checkpoint_sha256
+    from alldata.generate import run_generator_job, trainable_family
     from alldata.store import load_dataset
 
     recipe = ctx.recipe
     shared = ctx.shared_dir or ctx.work_dir
-    size = int(params.get("image_size", 32 if kind == "diffusion" else recipe.data.image_size))
-    steps = int(params.get("steps", 200))
-    ft_steps = int(params.get("finetune_steps", 0))
-    batch = int(params.get("batch_size", 16))
-    preset = params.get("preset", "cpu")
-    done = shared / "generator.json"
     # the cache is valid only for these settings and this training set (the shared dir is keyed by
     # arm name, fold and seed; an arm whose params changed must not reuse an old generator)
+    size = trainable_family(kind).arm_settings(params, recipe.data.image_size)["image_size"]
     spec = {"kind": kind, "params": params, "image_size": size, "train_ids": sorted(ctx.train_ids),
             "rare_kept": sorted(ctx.rare_kept)}
     spec_sha = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    t0 = time.time()
-    meta = json.loads(done.read_text()) if done.is_file() else None
-    if meta is not None and meta.get("spec_sha256", spec_sha) != spec_sha:
-        for stale in ("generator", "finetuned"):
-            shutil.rmtree(shared / stale, ignore_errors=True)
-        meta = None
-    if meta is None:
-        base = shared / "generator"
-        cells = _cells_for(ctx, ctx.train_ids, size)
-        common = dict(steps=steps, batch_size=batch, seed=seed, sample_every=0, save_every=max(50, steps // 4),
-                      progress=ctx.progress, **PRESETS[kind][preset])
-        if kind == "gan":
-            from alldata.generators.gan import finetune_gan, train_gan
-
-            gen = train_gan(cells, base, **common)
-        else:
-            from alldata.generators.ddpm import finetune_diffusion, train_diffusion
-
-            gen = train_diffusion(cells, base, **common)
-        ckpt = base
-        if ft_steps > 0 and recipe.rare is not None and ctx.rare_kept:
-            few = _cells_for(ctx, ctx.rare_kept, size)
-            ckpt = shared / "finetuned"
-            fb = min(batch, max(2, len(few)))
-            if kind == "gan":
-                finetune_gan(gen, few, ckpt, ft_steps, base_dir=base, batch_size=fb, seed=seed, sample_every=0,
-                             save_every=ft_steps, progress=ctx.progress)
-            else:
-                finetune_diffusion(gen, few, ckpt, steps=ft_steps, batch_size=fb, seed=seed,
-                                   train=params.get("finetune_train", "conditioner"), save_every=ft_steps,
-                                   progress=ctx.progress)
-        meta = {"checkpoint": str(ckpt), "sha256": checkpoint_sha256(ckpt), "train_seconds": round(time.time() - t0, 1),
-                "n_train_cells": len(ctx.train_ids), "n_finetune_cells": len(ctx.rare_kept) if ft_steps else 0,
-                "steps": steps, "finetune_steps": ft_steps, "image_size": size, "spec_sha256": spec_sha}
-        done.write_text(json.dumps(meta, indent=1))
-    Generator.from_pretrained(meta["checkpoint"])  # fails loudly on a broken cache
-    sample_kwargs = {}
-    if kind == "diffusion":
-        sample_kwargs = {"num_inference_steps": int(params.get("num_inference_steps", 20)),
-                         "sampler": params.get("sampler", "ddim")}
+    few = ctx.rare_kept if recipe.rare is not None and ctx.rare_kept else None
+    job = run_generator_job(
+        kind, params, ctx.dataset, shared, train_cells=lambda s: _cells_for(ctx, ctx.train_ids, s),
+        finetune_cells=(lambda s: _cells_for(ctx, few, s)) if few else None,
+        requests=[({recipe.data.label_field: cls}, n) for cls, n in need.items()],  # label values: checked by the recipe
+        image_size=recipe.data.image_size, seed=seed, recipe=recipe.name, cache_key=spec_sha, progress=ctx.progress,
+    )
     ds = load_dataset(ctx.dataset)
     ids: list[str] = []
-    t1 = time.time()
-    for cls, n in need.items():
-        cond = {recipe.data.label_field: cls}  # a valid label value: checked by the recipe's validation
-        plan, _ = generate_to_dataset(meta["checkpoint"], cond, n, ctx.dataset, shared / "images", seed=seed,
-                                      batch_size=64, progress=False, **sample_kwargs)
-        from alldata.synthetic import synthetic_source
-
-        src = synthetic_source(plan.family)
-        keys = [f"{src}/{plan.source_id(k, i)}" for k, (_, m) in enumerate(plan.batches) for i in range(m)]
-        view = ds.match({F.KEY: {"$in": keys}})
-        view.set_values(F.RECIPE, [recipe.name] * len(view))
-        key_to_id = dict(zip(*view.values([F.KEY, "id"])))
+    for cls, keys in zip(need, job.keys):
+        key_to_id = dict(zip(*ds.match({F.KEY: {"$in": keys}}).values([F.KEY, "id"])))
         new = [key_to_id[k] for k in keys]
         for sid in new:
             ctx.labels[sid] = cls
         ids += new
-    return ids, {"generator": kind, "checkpoint_sha256": meta["sha256"], "generator_train_seconds": meta["train_seconds"],
-                 "generate_seconds": round(time.time() - t1, 1), "generator_image_size": size}
+    return ids, {"generator": kind, "checkpoint_sha256": job.checkpoint_sha256, "generator_train_seconds": job.train_seconds,
+                 "generate_seconds": job.generate_seconds, "generator_image_size": job.image_size}

@@ -9,12 +9,11 @@ One *cell* is (arm, model, fold, seed). The engine
    of every arm except the oracle, and restricts test rows to ``eval_sources``;
 3. runs every cell through the task, skipping cells whose result JSON already exists
    (written atomically, tagged with the recipe's hash, so a changed recipe re-runs);
-4. aggregates (:func:`aggregate`): mean over cells, a bootstrap CI over test groups (rows
-   pooled across folds per seed), paired gains over the baseline per (seed, fold), and
-   the share of the baseline→oracle gap recovered on the rare class's sensitivity.
-
-Then :mod:`alldata.benchmark.report` writes ``metrics.json``, ``report.md`` and plots, and
-each arm's test predictions (first model, first seed, all folds) go back onto the samples.
+4. aggregates (:func:`aggregate`): mean over cells, a bootstrap CI over test groups, paired
+   gains over the baseline per (seed, fold), the share of the baseline→oracle gap recovered;
+5. writes ``metrics.json`` (a :class:`~alldata.reports.BenchmarkSummary`), then the report
+   (:mod:`alldata.benchmark.report`) from that file, and each arm's test predictions (first
+   model, first seed, all folds) back onto the samples.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ import time
 import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,18 @@ import numpy as np
 from alldata.benchmark.tasks import Cell, CellContext, CellResult, Task, get_task
 from alldata.errors import AlldataError, SplitError
 from alldata.recipes import Recipe, recipe_slug
+from alldata.reports import (
+    ArmResult,
+    BenchmarkSummary,
+    CellSummary,
+    FoldSummary,
+    Gain,
+    GapRecovered,
+    MetricSummary,
+    PoolSummary,
+    load_benchmark_summary,
+    save_report,
+)
 from alldata.schema import F
 
 __all__ = [
@@ -52,6 +64,8 @@ __all__ = [
 ]
 
 _LABEL_LIKE = {F.DIAGNOSIS, F.CELL_TYPE, F.SUBTYPE, F.GROUND_TRUTH}
+#: 1 − the confidence level of every interval the benchmark reports.
+ALPHA = 0.05
 
 
 class BenchmarkError(AlldataError, ValueError):
@@ -198,7 +212,7 @@ def fold_plan(pool: Pool, recipe: Recipe) -> list[FoldPlan]:
     Raises:
         SplitError: a group or file hash would be on both sides of a fold.
     """
-    from alldata.evaluate import grouped_kfold
+    from alldata.split import grouped_kfold
 
     eval_ok = np.array([recipe.eval_sources is None or s in recipe.eval_sources for s in pool.sources])
     plans = []
@@ -276,11 +290,11 @@ def _json_default(o: Any) -> Any:
 
 @dataclass
 class BenchmarkRun:
-    """What :func:`run_benchmark` returns: the summary (metrics.json content) and where it went."""
+    """What :func:`run_benchmark` returns: the summary (as read back from metrics.json) and where it went."""
 
     recipe: Recipe
     out_dir: Path
-    summary: dict[str, Any]
+    summary: BenchmarkSummary
     results: dict[Cell, CellResult]
     ran: int
     skipped: int
@@ -315,7 +329,8 @@ def run_benchmark(
     """
     from tqdm import tqdm
 
-    from alldata.benchmark.report import write_report
+    import alldata
+    from alldata.benchmark.report import write_plots, write_report
 
     t0 = time.time()
     if quick:
@@ -367,18 +382,27 @@ def run_benchmark(
         results[cell] = result
         ran += 1
     bar.close()
-    summary = aggregate(recipe, task, results)
-    summary.update(
-        recipe=recipe.name, task=recipe.task, dataset=dataset, quick=quick, command=command,
-        seconds=round(time.time() - t0, 1), cells_run=ran, cells_reused=skipped, recipe_hash=fingerprint,
-        machine=_machine(), pool={"n": len(pool), "n_groups": len(set(pool.groups)), "per_class": pool.composition(),
-                                   "sources": dict(Counter(pool.sources)), "left_out": pool.dropped},
-        folds=[{"seed": p.seed, "fold": p.fold, "n_train": len(p.train), "n_train_cut": len(p.train_cut),
-                "n_rare_kept": len(p.rare_kept), "n_test": len(p.test)} for p in plans.values()],
+    summary = BenchmarkSummary(
+        recipe=recipe.name, description=recipe.description, task=recipe.task, dataset=dataset,
+        arm_names=[a.name for a in recipe.arms], models=[m.name for m in recipe.models], metrics=list(recipe.metrics),
+        primary_metric=recipe.primary_metric, baseline=recipe.baseline, oracle=recipe.oracle,
+        rare=recipe.rare.model_dump(by_alias=True) if recipe.rare else None, n_folds=recipe.folds,
+        seeds=list(recipe.seeds), n_boot=recipe.n_boot, confidence=round(1 - ALPHA, 6),
+        **aggregate(recipe, task, results),
+        pool=PoolSummary(n=len(pool), n_groups=len(set(pool.groups)), per_class=pool.composition(),
+                         sources=dict(Counter(pool.sources)), left_out=pool.dropped),
+        folds=[FoldSummary(seed=p.seed, fold=p.fold, n_train=len(p.train), n_train_cut=len(p.train_cut),
+                           n_rare_kept=len(p.rare_kept), n_test=len(p.test)) for p in plans.values()],
+        quick=quick, command=command, recipe_hash=fingerprint, alldata_version=alldata.__version__,
+        created=datetime.now(timezone.utc).replace(microsecond=0), seconds=round(time.time() - t0, 1),
+        cells_run=ran, cells_reused=skipped, machine=_machine(),
     )
     if write_back:
-        summary["prediction_fields"] = _write_back(recipe, task, dataset, results)
-    write_report(recipe, task, summary, results, out)
+        summary.prediction_fields = _write_back(recipe, task, dataset, results)
+    summary.plots = [str(p.relative_to(out)) for p in write_plots(recipe, task, summary, results, out)]
+    save_report(summary, out / "metrics.json")
+    summary = load_benchmark_summary(out / "metrics.json")  # every reader sees what the file says
+    write_report(recipe, summary, out)
     return BenchmarkRun(recipe, out, summary, results, ran, skipped)
 
 
@@ -430,7 +454,7 @@ def _nanmean(values: list[float]) -> float:
 def _pooled_cis(task: Task, rows_by_seed: dict[int, list[dict]], metrics: list[str], n_boot: int) -> dict[str, Any]:
     """Bootstrap CI per metric over test groups: each replicate resamples groups (the same
     draw across seeds), scores each seed's pooled rows and averages over seeds."""
-    from alldata.evaluate import bootstrap_indices
+    from alldata.metrics import bootstrap_indices
 
     seeds = sorted(rows_by_seed)
     rows = [r for s in seeds for r in rows_by_seed[s]]
@@ -452,20 +476,21 @@ def _pooled_cis(task: Task, rows_by_seed: dict[int, list[dict]], metrics: list[s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for m in metrics:
-            out[m] = bootstrap_indices(groups, lambda idx, m=m: scores(idx)[m], n_boot=n_boot, seed=0)
+            out[m] = bootstrap_indices(groups, lambda idx, m=m: scores(idx)[m], n_boot=n_boot, alpha=ALPHA, seed=0)
     return out
 
 
-def aggregate(recipe: Recipe, task: Task, results: dict[Cell, CellResult]) -> dict[str, Any]:
+def aggregate(recipe: Recipe, task: Task, results: dict[Cell, CellResult]) -> dict[str, list[Any]]:
     """Per arm/model metrics with CIs, paired gains over the baseline, gap recovered.
 
-    Returns the dict written to ``metrics.json`` (without run details): ``arms``, ``gains``,
-    ``gap_recovered``, ``cells``.
+    Returns the results part of a :class:`~alldata.reports.BenchmarkSummary`: ``arms``
+    (:class:`~alldata.reports.ArmResult`), ``gains`` (:class:`~alldata.reports.Gain`),
+    ``gap_recovered`` (:class:`~alldata.reports.GapRecovered`) and ``cells``.
 
     Raises:
         BenchmarkError: a cell of the recipe has no result.
     """
-    from alldata.evaluate import gap_recovered, paired_gain
+    from alldata.metrics import gap_recovered, paired_gain
 
     missing = [c.key() for c in plan_cells(recipe) if c not in results]
     if missing:
@@ -480,19 +505,20 @@ def aggregate(recipe: Recipe, task: Task, results: dict[Cell, CellResult]) -> di
             for c in sorted(cells, key=lambda c: (c.seed, c.fold)):
                 rows_by_seed[c.seed].extend(results[c].rows)
             cis = _pooled_cis(task, rows_by_seed, metrics, recipe.n_boot)
-            entry = {"arm": arm.name, "kind": arm.kind, "model": model.name, "n_cells": len(cells), "metrics": {}}
+            summaries = {}
             for m in metrics:
                 vals = [results[c].metrics.get(m, math.nan) for c in cells]
                 arr = np.array(vals, dtype=float)
                 ok = arr[~np.isnan(arr)]
-                entry["metrics"][m] = {
-                    "mean": float(ok.mean()) if len(ok) else math.nan,
-                    "sd": float(ok.std(ddof=1)) if len(ok) > 1 else math.nan,
-                    "pooled": cis[m].point, "ci_low": cis[m].low, "ci_high": cis[m].high,
-                }
-            entry["n_synthetic"] = _nanmean([results[c].info.get("n_synthetic", 0) for c in cells])
-            entry["n_train"] = _nanmean([results[c].info.get("n_train", math.nan) for c in cells])
-            arms_out.append(entry)
+                summaries[m] = MetricSummary(
+                    mean=float(ok.mean()) if len(ok) else math.nan, sd=float(ok.std(ddof=1)) if len(ok) > 1 else math.nan,
+                    pooled=cis[m].point, ci_low=cis[m].low, ci_high=cis[m].high,
+                )
+            arms_out.append(ArmResult(
+                arm=arm.name, kind=arm.kind, model=model.name, n_cells=len(cells), metrics=summaries,
+                n_train=_nanmean([results[c].info.get("n_train", math.nan) for c in cells]),
+                n_synthetic=_nanmean([results[c].info.get("n_synthetic", 0) for c in cells]),
+            ))
             per_pair[(arm.name, model.name)] = {
                 m: {(c.seed, c.fold): float(results[c].metrics.get(m, math.nan)) for c in cells} for m in metrics
             }
@@ -504,9 +530,11 @@ def aggregate(recipe: Recipe, task: Task, results: dict[Cell, CellResult]) -> di
                 if arm.name == recipe.baseline:
                     continue
                 for m in metrics:
-                    g = paired_gain(base[m], per_pair[(arm.name, model.name)][m], n_boot=recipe.n_boot, seed=0)
-                    gains_out.append({"arm": arm.name, "model": model.name, "metric": m, "baseline": recipe.baseline,
-                                      "mean": g.mean, "ci_low": g.low, "ci_high": g.high, "n_pairs": g.n_pairs})
+                    g = paired_gain(base[m], per_pair[(arm.name, model.name)][m], n_boot=recipe.n_boot, alpha=ALPHA,
+                                    seed=0)
+                    gains_out.append(Gain(arm=arm.name, model=model.name, metric=m, baseline=recipe.baseline,
+                                          mean=g.mean, ci_low=g.low, ci_high=g.high, n_pairs=g.n_pairs,
+                                          confidence=round(1 - ALPHA, 6)))
             if recipe.oracle and recipe.rare:
                 rm = f"sensitivity:{recipe.rare.class_}"
                 pairs = {a: {(c.seed, c.fold): float(results[c].metrics.get(rm, math.nan))
@@ -515,13 +543,17 @@ def aggregate(recipe: Recipe, task: Task, results: dict[Cell, CellResult]) -> di
                     if arm.name in (recipe.baseline, recipe.oracle):
                         continue
                     g = gap_recovered(pairs[recipe.baseline], pairs[recipe.oracle], pairs[arm.name],
-                                      n_boot=recipe.n_boot, seed=0, aggregate="ratio_of_means")
-                    gap_out.append({"arm": arm.name, "model": model.name, "metric": rm, "mean": g.mean,
-                                    "ci_low": g.low, "ci_high": g.high, "n_pairs": g.n_pairs,
-                                    "aggregate": "ratio_of_means"})
-    cells_out = [{"key": c.key(), "arm": c.arm, "model": c.model, "fold": c.fold, "seed": c.seed,
-                  "metrics": results[c].metrics, "info": results[c].info}
+                                      n_boot=recipe.n_boot, alpha=ALPHA, seed=0, aggregate="ratio_of_means")
+                    gap_out.append(GapRecovered(arm=arm.name, model=model.name, metric=rm, baseline=recipe.baseline,
+                                                oracle=recipe.oracle, mean=g.mean, ci_low=g.low, ci_high=g.high,
+                                                n_pairs=g.n_pairs, confidence=round(1 - ALPHA, 6),
+                                                aggregate="ratio_of_means"))
+    cells_out = [CellSummary(key=c.key(), arm=c.arm, model=c.model, fold=c.fold, seed=c.seed,
+                             metrics=_plain(results[c].metrics), info=_plain(results[c].info))
                  for c in plan_cells(recipe)]
-    return {"primary_metric": recipe.primary_metric, "baseline": recipe.baseline, "oracle": recipe.oracle,
-            "rare": recipe.rare.model_dump(by_alias=True) if recipe.rare else None,
-            "arms": arms_out, "gains": gains_out, "gap_recovered": gap_out, "cells": cells_out}
+    return {"arms": arms_out, "gains": gains_out, "gap_recovered": gap_out, "cells": cells_out}
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with numpy scalars and arrays as plain JSON values (NaN stays NaN)."""
+    return json.loads(json.dumps(d, default=_json_default))

@@ -42,6 +42,7 @@ import numpy as np
 
 from alldata.benchmark.tasks import TASKS, CellContext, CellResult
 from alldata.errors import AlldataError
+from alldata.metrics.segmentation import boxes_from_instances, count_boxes, count_instances, pooled_scores
 from alldata.recipes import ARM_KINDS, Recipe
 from alldata.schema import F
 
@@ -158,51 +159,6 @@ def _instance_map(detections: list[Any], width: int, height: int) -> np.ndarray:
     return out
 
 
-def _touching(inst: np.ndarray) -> set[int]:
-    """Ids of instances within 2 px of another instance."""
-    from scipy import ndimage
-
-    ids = set()
-    for i in np.unique(inst[inst > 0]):
-        ring = ndimage.binary_dilation(inst == i, iterations=2)
-        if np.any((inst[ring] > 0) & (inst[ring] != i)):
-            ids.add(int(i))
-    return ids
-
-
-def _boxes_from_instances(inst: np.ndarray) -> list[tuple[float, float, float, float]]:
-    """Pixel ``(x0, y0, x1, y1)`` box of each instance."""
-    from scipy import ndimage
-
-    return [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in ndimage.find_objects(inst) if s is not None]
-
-
-def _box_iou(a: tuple, b: tuple) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _match_boxes(true: list[tuple], pred: list[tuple], thr: float = 0.5) -> int:
-    """Greedy one-to-one matches of boxes at IoU >= ``thr`` (by decreasing IoU)."""
-    pairs = sorted(((_box_iou(t, p), i, j) for i, t in enumerate(true) for j, p in enumerate(pred)), reverse=True)
-    used_t: set[int] = set()
-    used_p: set[int] = set()
-    for iou, i, j in pairs:
-        if iou < thr:
-            break
-        if i not in used_t and j not in used_p:
-            used_t.add(i)
-            used_p.add(j)
-    return len(used_t)
-
-
-def _div(a: float, b: float) -> float:
-    return float(a / b) if b else math.nan
-
-
 class SegmentationTask:
     """The ``segmentation`` benchmark task (see the module docstring)."""
 
@@ -243,7 +199,7 @@ class SegmentationTask:
 
     def _composites(self, ctx: CellContext, params: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """``num_composites`` overlap composites from the fold's training side (cached)."""
-        from alldata.generators.overlap import OverlapComposer
+        from alldata.compose import composer_from_dataset
 
         n = int(params.get("num_composites", 200))
         cache = (ctx.shared_dir or ctx.work_dir) / f"composites-{n}.npz"
@@ -266,7 +222,7 @@ class SegmentationTask:
             if params.get("synthetic_donors"):
                 kwargs["synthetic_donors"] = params["synthetic_donors"]
             config = {k: params[k] for k in ("overlap_range", "cells_per_image", "output_size", "stain_jitter") if k in params}
-            composer = OverlapComposer.from_dataset(ctx.dataset, **kwargs, **config)
+            composer = composer_from_dataset(ctx.dataset, **kwargs, **config)
             made = composer.compose(n, seed=ctx.cell.seed)
         finally:
             ds.delete_saved_view(view_name)
@@ -348,55 +304,26 @@ class SegmentationTask:
         row: dict[str, Any] = {"id": r["id"], "group": r[F.GROUP_ID], "source": r[F.SOURCE],
                                "n_pred": int(pred.max())}
         h, w = image.shape[:2]
-        pred_boxes = _boxes_from_instances(pred)
+        pred_boxes = boxes_from_instances(pred)
         row["pred_boxes"] = [[x0 / w, y0 / h, (x1 - x0) / w, (y1 - y0) / h] for x0, y0, x1, y1 in pred_boxes]
         if not wbc:
             return row
         if all(d.mask is not None for d in wbc):
-            from alldata.evaluate import aji_terms, instance_metrics
-
             true = _resize(_instance_map(wbc, int(r[F.WIDTH]), int(r[F.HEIGHT])), s, True)
             true = true[: pred.shape[0], : pred.shape[1]]
-            fg_t, fg_p = true > 0, pred > 0
-            inter = int(np.logical_and(fg_t, fg_p).sum())
-            rep = instance_metrics(true, pred, iou_threshold=0.5)
-            c, u = aji_terms(true, pred)
-            touching = _touching(true)
-            matched = {t for t, _, _ in rep.matches}
-            row.update(inter=inter, true_px=int(fg_t.sum()), pred_px=int(fg_p.sum()), tp=rep.tp, fp=rep.fp, fn=rep.fn,
-                       aji_c=c, aji_u=u, touching=len(touching), touching_tp=len(touching & matched))
+            row.update(count_instances(true, pred, iou_threshold=0.5))
         else:
             true_boxes = []
             for d in wbc:
                 x, y, bw, bh = d.bounding_box
                 true_boxes.append((x * w, y * h, (x + bw) * w, (y + bh) * h))
-            tp = _match_boxes(true_boxes, pred_boxes)
-            row.update(box_tp=tp, box_fp=len(pred_boxes) - tp, box_fn=len(true_boxes) - tp)
+            row.update(count_boxes(true_boxes, pred_boxes, iou_threshold=0.5))
         return row
 
     # --- metrics ----------------------------------------------------------------------------------
     def score(self, rows: list[dict]) -> dict[str, float]:
         """Pooled Dice, IoU, instance F1, AJI, touching-cell recall (mask rows) and box F1 (box rows)."""
-        def total(key: str) -> float:
-            return float(sum(r.get(key, 0) for r in rows))
-
-        out: dict[str, float] = {}
-        if any("tp" in r for r in rows):
-            inter, t, p = total("inter"), total("true_px"), total("pred_px")
-            tp, fp, fn = total("tp"), total("fp"), total("fn")
-            out.update(
-                dice=_div(2 * inter, t + p),
-                iou=_div(inter, t + p - inter),
-                instance_f1=_div(2 * tp, 2 * tp + fp + fn),
-                instance_precision=_div(tp, tp + fp),
-                instance_recall=_div(tp, tp + fn),
-                aji=_div(total("aji_c"), total("aji_u")),
-                touching_recall=_div(total("touching_tp"), total("touching")),
-            )
-        if any("box_tp" in r for r in rows):
-            tp, fp, fn = total("box_tp"), total("box_fp"), total("box_fn")
-            out["box_f1"] = _div(2 * tp, 2 * tp + fp + fn)
-        return out
+        return pooled_scores(rows)
 
     def write_predictions(self, dataset: str, field: str, rows: list[dict]) -> None:
         """Write the predicted white cells as ``fo.Detections`` (label ``wbc``, attribute
@@ -418,7 +345,8 @@ class SegmentationTask:
 
     def plots(self, rows_by_arm: dict[str, list[dict]], out_dir: Path, model: str, focus: str | None) -> list[Path]:
         """A bar chart of the pooled metrics per arm."""
-        from alldata.evaluate import _figure, _save
+        from alldata.benchmark.plots import figure as _figure
+        from alldata.benchmark.plots import save_figure as _save
 
         scores = {arm: self.score(rows) for arm, rows in rows_by_arm.items() if rows}
         if not scores:

@@ -1,11 +1,30 @@
-"""The ``alldata`` command line: one file per command group, assembled here."""
+"""The ``alldata`` command line: one file per command, named after it, assembled here.
+
+Command modules import only typer, rich and pydantic at module level (the library is
+imported inside each command), so ``alldata --help`` imports neither torch nor fiftyone.
+"""
 
 from __future__ import annotations
 
 import typer
 
 from alldata.cli import app as _app
-from alldata.cli import benchmark, compose, curate, generate, info, ingest, previews, publish, score, split
+from alldata.cli import (
+    benchmark,
+    card,
+    compose,
+    embed,
+    export,
+    generate,
+    info,
+    ingest,
+    link_crops,
+    previews,
+    publish,
+    score,
+    split,
+    views,
+)
 
 __all__ = ["app"]
 
@@ -15,5 +34,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-for _group in (ingest, split, info, _app, generate, compose, score, curate, publish, benchmark, previews):
-    app.registered_commands += _group.app.registered_commands
+#: in the order ``alldata --help`` lists them
+_COMMANDS = (ingest, split, link_crops, info, _app, generate, compose, score, views, embed, card, export, publish,
+             benchmark, previews)
+for _module in _COMMANDS:
+    app.registered_commands += _module.app.registered_commands

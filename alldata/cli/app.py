@@ -11,6 +11,8 @@ import typer
 
 from alldata.cli._common import console, err_console, handle_errors
 
+__all__ = ["app", "is_loopback"]
+
 app = typer.Typer()
 
 
@@ -54,7 +56,7 @@ def app_(
 
         print_previews(name, ensure_previews(ds, progress=True))
     if views:
-        from alldata.cli.curate import print_views
+        from alldata.cli.views import print_views
         from alldata.views import build_views
 
         print_views(name, build_views(ds))

@@ -50,30 +50,31 @@ def benchmark(
 
     from alldata.benchmark.engine import run_benchmark
     from alldata.benchmark.report import gain_table
-    from alldata.evaluate import format_ci
+    from alldata.metrics import format_ci
     from alldata.recipes import load_recipe
+    from alldata.reports import load_benchmark_summary
 
     r = load_recipe(recipe)
     out = out or Path("runs") / f"{r.name}{'-quick' if quick else ''}"
     command = shlex.join(["alldata", *sys.argv[1:]]) if sys.argv[1:2] == ["benchmark"] else None
     run = run_benchmark(r, dataset, out, quick=quick, command=command)
-    s, rc = run.summary, run.recipe
-    shown = list(dict.fromkeys([rc.primary_metric, *rc.metrics]))[:4]
-    table = Table(title=f"{rc.name}: value [95 % CI over test groups]")
+    s = load_benchmark_summary(out)
+    level = f"{s.confidence:.0%}".replace("%", " %")
+    shown = list(dict.fromkeys([s.primary_metric, *s.metrics]))[:4]
+    table = Table(title=f"{s.recipe}: value [{level} CI over test groups]")
     for col in ("arm", "model", *shown):
         table.add_column(col)
-    for e in s["arms"]:
-        table.add_row(e["arm"], e["model"], *(format_ci(e["metrics"][m]["pooled"], e["metrics"][m]["ci_low"],
-                                                        e["metrics"][m]["ci_high"]) for m in shown))
+    for e in s.arms:
+        table.add_row(e.arm, e.model, *(format_ci(e.metrics[m].pooled, e.metrics[m].ci_low, e.metrics[m].ci_high)
+                                        for m in shown))
     console.print(table)
-    gains = Table(title=f"paired gain over {rc.baseline} [95 % CI over (seed, fold)]")
+    gains = Table(title=f"paired gain over {s.baseline} [{level} CI over (seed, fold)]")
     for col in ("arm", "model", "metric", "gain", "pairs"):
         gains.add_column(col)
-    focus = [rc.primary_metric] + ([f"sensitivity:{rc.rare.class_}"] if rc.rare else [])
+    focus = [s.primary_metric] + ([f"sensitivity:{run.recipe.rare.class_}"] if run.recipe.rare else [])
     for g in gain_table(s, focus):
         gains.add_row(g["arm"], g["model"], g["metric"], g["gain"], str(g["pairs"]))
     console.print(gains)
-    for g in s.get("gap_recovered", []):
-        console.print(f"gap recovered ({g['metric']}) {g['arm']}/{g['model']}: "
-                      f"{format_ci(g['mean'], g['ci_low'], g['ci_high'])}")
-    console.print(f"{run.ran} cells run, {run.skipped} reused, {s['seconds']:.0f} s; report: {out / 'report.md'}")
+    for g in s.gap_recovered:
+        console.print(f"gap recovered ({g.metric}) {g.arm}/{g.model}: {format_ci(g.mean, g.ci_low, g.ci_high)}")
+    console.print(f"{run.ran} cells run, {run.skipped} reused, {s.seconds:.0f} s; report: {out / 'report.md'}")

@@ -86,8 +86,9 @@ def compose_overlaps(
 
     Re-running with the same arguments adds nothing; an interrupted run resumes.
     """
+    from alldata.compose import plan_compose, run_compose
     from alldata.config import home
-    from alldata.generators.overlap import DEFAULT_BACKGROUND_SOURCES, DEFAULT_DONOR_SOURCES, plan_compose, run_compose
+    from alldata.generators.overlap import DEFAULT_BACKGROUND_SOURCES, DEFAULT_DONOR_SOURCES
 
     config = {
         "overlap_range": list(parse_range(overlap, "--overlap")),

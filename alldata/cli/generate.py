@@ -25,7 +25,7 @@ def _where(items: list[str] | None) -> dict[str, str]:
 @app.command("train-generator")
 @handle_errors
 def train_generator(
-    family: Annotated[str, typer.Argument(help="diffusion | gan")],
+    family: Annotated[str, typer.Argument(help="a trainable generator family (diffusion, gan, ...)")],
     dataset: Annotated[str, typer.Option("--dataset", "-d")] = "alldata",
     out: Annotated[Path, typer.Option(help="checkpoint folder (resumes from it)")] = Path("checkpoints/generator"),
     source: Annotated[list[str] | None, typer.Option(help="train on these sources (repeatable)")] = None,
@@ -55,7 +55,7 @@ def train_generator(
 @app.command("finetune-generator")
 @handle_errors
 def finetune_generator(
-    checkpoint: Annotated[Path, typer.Option(help="a trained checkpoint (diffusion or gan)")],
+    checkpoint: Annotated[Path, typer.Option(help="a trained checkpoint (of a family that fine-tunes: diffusion, gan)")],
     add: Annotated[list[str], typer.Option(help="new condition value field=value, e.g. subtype=L3 (repeatable)")],
     where: Annotated[list[str], typer.Option(help="select the few examples: field=a|b (repeatable)")],
     dataset: Annotated[str, typer.Option("--dataset", "-d")] = "alldata",
@@ -85,14 +85,14 @@ def generate(
     out: Annotated[Path | None, typer.Option(help="image folder (default CHECKPOINT/generated)")] = None,
     seed: Annotated[int, typer.Option(help="batch k uses seed+k")] = 0,
     batch_size: Annotated[int, typer.Option()] = 64,
-    sampler: Annotated[str, typer.Option(help="ddim | dpm++ | ddpm (diffusion only)")] = "ddim",
-    steps: Annotated[int, typer.Option("--steps", help="sampler steps (diffusion only)")] = 20,
-    guidance_scale: Annotated[float, typer.Option(help="classifier-free guidance (diffusion only)")] = 2.0,
+    sampler: Annotated[str, typer.Option(help="ddim | dpm++ | ddpm (families that take it: diffusion)")] = "ddim",
+    steps: Annotated[int, typer.Option("--steps", help="sampler steps (families that take it: diffusion)")] = 20,
+    guidance_scale: Annotated[float, typer.Option(help="classifier-free guidance (diffusion)")] = 2.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, make nothing")] = False,
 ) -> None:
     """Sample a checkpoint into the dataset, tagged `synthetic` with full provenance (resumable)."""
     from alldata.generate import generate_to_dataset, plan_generation
-    from alldata.generators.base import parse_condition
+    from alldata.generators.base import GENERATORS, parse_condition
 
     cond = parse_condition(condition)
     if dry_run:
@@ -103,9 +103,9 @@ def generate(
             f"{num_samples - plan.to_make} already in {dataset!r}; checkpoint {plan.checkpoint_sha256[:12]}"
         )
         return
-    diffusion = {"sampler": sampler, "num_inference_steps": steps, "guidance_scale": guidance_scale}
+    options = {"sampler": sampler, "num_inference_steps": steps, "guidance_scale": guidance_scale}
     plan = plan_generation(checkpoint, cond, num_samples, dataset, seed=seed, batch_size=batch_size)
-    kwargs = diffusion if plan.family == "diffusion" else {}
+    kwargs = GENERATORS.get(plan.family).sample_options(options)
     plan, added = generate_to_dataset(
         checkpoint, cond, num_samples, dataset, out or checkpoint / "generated", seed=seed, batch_size=batch_size, **kwargs
     )

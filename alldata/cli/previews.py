@@ -8,6 +8,8 @@ import typer
 
 from alldata.cli._common import console, err_console, handle_errors
 
+__all__ = ["app", "print_previews"]
+
 app = typer.Typer()
 
 

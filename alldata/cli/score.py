@@ -1,4 +1,4 @@
-"""``alldata score`` and ``alldata train-encoder``: quality and memorisation scores of synthetic cells."""
+"""``alldata score`` and ``alldata train-encoder``: quality gates and memorisation scores of synthetic cells."""
 
 from __future__ import annotations
 
@@ -17,7 +17,23 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return "n/a" if v is None else f"{v:.{digits}g}" if isinstance(v, float) else str(v)
 
 
-@app.command()
+def _help() -> str:
+    from alldata.score import Gates
+
+    lines = Gates().describe().splitlines()
+    return (
+        "FD, KID, precision/recall, density/coverage, memorisation, pixel statistics and CAS of synthetic cells "
+        "vs real ones, and a pass/fail verdict against the quality gates (alldata.score.Gates):\n\n"
+        + "\n\n".join(lines)
+    )
+
+
+def _gate_row(g: Any) -> tuple[str, str, str, str]:
+    verdict = "[green]pass[/]" if g.passed else "[red]FAIL[/]" if g.passed is False else f"[yellow]n/a[/] ({g.note})"
+    return g.name, _fmt(g.value, 3), f"{_fmt(g.threshold, 3)}  ({g.rule})", verdict
+
+
+@app.command(help=_help())
 @handle_errors
 def score(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="FiftyOne dataset name")] = "alldata",
@@ -27,6 +43,15 @@ def score(
     real_view: Annotated[
         str, typer.Option(help="real reference (also the memorisation reference): split=S, source=NAME or all")
     ] = "split=train",
+    heldout_view: Annotated[
+        str, typer.Option(help="real held-out cells CAS and TRS are tested on (cells of --real-view left out)")
+    ] = "split=test",
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="score only this checkpoint's samples and write CHECKPOINT/score.json")
+    ] = None,
+    label_field: Annotated[
+        str | None, typer.Option(help="label CAS classifies (default: cell_type, subtype or diagnosis)")
+    ] = None,
     encoder: Annotated[Path | None, typer.Option(help="folder of a trained encoder (`alldata train-encoder`)")] = None,
     train_encoder: Annotated[bool, typer.Option(help="train an encoder on the real view first")] = False,
     encoder_out: Annotated[
@@ -43,11 +68,11 @@ def score(
         int | None, typer.Option(help="read images at this size (default: the encoder's, 64 CNN / 299 Inception)")
     ] = None,
     percentile: Annotated[float, typer.Option(help="copy threshold: percentile of real-to-real NN distances")] = 5.0,
-    seed: Annotated[int, typer.Option(help="seed of KID subsets and encoder training")] = 0,
+    strict: Annotated[bool, typer.Option(help="exit with code 1 when a gate fails")] = False,
+    seed: Annotated[int, typer.Option(help="seed of KID subsets, the real halves, CAS and encoder training")] = 0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available)")] = None,
 ) -> None:
-    """FD, KID, precision/recall, density/coverage and memorisation of synthetic cells vs real ones."""
-    from alldata.score import get_encoder, parse_view, score_dataset
+    from alldata.score import ScoreParams, get_encoder, parse_view, score_dataset
 
     syn_f, real_f = parse_view(synthetic_view, "synthetic"), parse_view(real_view, "real")
     enc = get_encoder(
@@ -56,23 +81,38 @@ def score(
     )
     if train_encoder:
         console.print(f"trained encoder saved to {enc.path}")
-    r = score_dataset(dataset, syn_f, real_f, enc, image_size, report_path=report, percentile=percentile, seed=seed,
-                      progress=True)
-    m = r["metrics"]
-    t = Table(title=f"{dataset}: synthetic [{r['synthetic_view']}] vs real [{r['real_view']}] ({enc.kind} encoder)")
+    r = score_dataset(dataset, syn_f, real_f, enc, image_size, heldout_filter=parse_view(heldout_view, "real"),
+                      checkpoint=checkpoint, label_field=label_field, report_path=report,
+                      params=ScoreParams(percentile=percentile, seed=seed), progress=True)
+    m = r.metrics
+    t = Table(title=f"{dataset}: synthetic [{r.synthetic_view}] vs real [{r.real_view}] ({enc.kind} encoder)")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    kid = "n/a" if m["kid_mean"] is None else f"{m['kid_mean']:.4g} ± {m['kid_std']:.2g}"
-    rows = [("FD", _fmt(m["fd"])), ("KID", kid)]
-    rows += [(n, _fmt(m[n], 3)) for n in ("precision", "recall", "density", "coverage")]
-    rows += [("copy rate", f"{m['copy_rate']:.1%} ({len(r['memorised'])} tagged memorised)"),
-             ("n_real", str(r["n_real"])), ("n_fake", str(r["n_fake"]))]
+    kid = "n/a" if m.kid_mean is None else f"{m.kid_mean:.4g} ± {m.kid_std:.2g}"
+    rows = [("FD", _fmt(m.fd)), ("KID", kid)]
+    rows += [(n, _fmt(getattr(m, n), 3)) for n in ("precision", "recall", "density", "coverage", "cas", "trs")]
+    copy = "n/a" if m.copy_rate is None else f"{m.copy_rate:.1%} ({len(r.memorised)} tagged memorised)"
+    rows += [("copy rate", copy), ("n_real", str(r.n_real)), ("n_fake", str(r.n_fake)), ("n_heldout", str(r.n_heldout))]
     for row in rows:
         t.add_row(*row)
     console.print(t)
-    for names, why in r["skipped"].items():
+    g = Table(title="quality gates (alldata.score.Gates)")
+    for col in ("gate", "value", "threshold", "verdict"):
+        g.add_column(col)
+    for gate in r.gates:
+        g.add_row(*_gate_row(gate))
+    console.print(g)
+    for names, why in r.skipped.items():
         console.print(f"[yellow]skipped[/] {names}: {why}", highlight=False)
-    console.print(f"report: {r['report_path']}", highlight=False, soft_wrap=True)
+    measured = sum(x.passed is not None for x in r.gates)
+    failed = ", ".join(x.name for x in r.failed())
+    verdict = "[green]PASSED[/]" if r.passed else f"[red]FAILED[/] ({failed})"
+    console.print(f"verdict: {verdict}, {measured} of {len(r.gates)} gates measured", highlight=False)
+    console.print(f"report: {r.report_path}", highlight=False, soft_wrap=True)
+    if checkpoint is not None:
+        console.print(f"checkpoint score: {checkpoint / 'score.json'}", highlight=False, soft_wrap=True)
+    if strict and not r.passed:
+        raise typer.Exit(code=1)
 
 
 @app.command("train-encoder")

@@ -1,26 +1,17 @@
-"""Reference models, registered by name: classical and U-Net segmenters, hand-crafted
-features, classical classifiers on those features and CNN classifiers on images.
+"""Reference models, registered by name (torch-free import; modules load on first use).
 
-* :data:`SEGMENTERS`: ``otsu_hsv``, ``kmeans_color``, ``watershed``
-  (:mod:`alldata.models.segment_classic`) and ``unet`` (:mod:`alldata.models.unet`, torch).
-* :func:`extract_features` (:mod:`alldata.models.features`): colour, shape and GLCM
-  texture features per single-cell image.
-* :data:`CLASSIFIERS`: ``svm``, ``random_forest``, ``knn``
-  (:mod:`alldata.models.classify_classic`, ``input_kind = "features"``) and ``resnet18``,
-  ``mobilenetv3``, ``efficientnet_b0`` (:mod:`alldata.models.cnn`, timm, trained from
-  scratch, ``input_kind = "image"``).
-* :mod:`alldata.models.augment`: the albumentations pipelines the deep models train with,
-  and :func:`augment_images` (classic augmentation of a rare class).
-
-Importing this package is light (numpy only): the modules, and scikit-image /
-scikit-learn / torch / timm with them, are imported when a name is first used.
+* :data:`SEGMENTERS`: ``otsu_hsv``, ``kmeans_color``, ``watershed`` (scikit-image) and ``unet``.
+* :data:`CLASSIFIERS`: ``svm``, ``random_forest``, ``knn`` on :func:`extract_features`
+  (``input_kind = "features"``) and ``resnet18``, ``mobilenetv3``, ``efficientnet_b0``
+  (timm, trained from scratch, ``input_kind = "image"``).
+* :mod:`alldata.models.augment`: the training augmentations and :func:`augment_images`.
 
 Examples:
     >>> from alldata.models import SEGMENTERS, CLASSIFIERS
     >>> SEGMENTERS.names()
     ['kmeans_color', 'otsu_hsv', 'unet', 'watershed']
-    >>> CLASSIFIERS.names()
-    ['efficientnet_b0', 'knn', 'mobilenetv3', 'random_forest', 'resnet18', 'svm']
+    >>> CLASSIFIERS.list("*net*")
+    ['efficientnet_b0', 'mobilenetv3', 'resnet18']
 """
 
 from __future__ import annotations

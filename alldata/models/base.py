@@ -1,19 +1,16 @@
-"""The model registries, their lazy loading, and the one error the models raise.
+"""The model registries and the one error the models raise.
 
-:data:`SEGMENTERS` and :data:`CLASSIFIERS` are ordinary :class:`~alldata.registry.Registry`
-objects that know which module defines each name (:data:`SEGMENTER_MODULES`,
-:data:`CLASSIFIER_MODULES`), so ``import alldata.models`` imports neither scikit-image nor
-scikit-learn: a module is imported the first time one of its names is asked for (the same
-idea as :func:`alldata.generators.get_family`). Listing the names (``names()``, ``in``,
-``len``) imports them all, so a listing is always complete.
+:data:`SEGMENTERS` and :data:`CLASSIFIERS` are lazy :class:`~alldata.registry.Registry`
+objects: each name is declared as ``"module:Class"``, so ``import alldata.models`` imports
+neither scikit-image, scikit-learn nor torch; a module is imported the first time one of its
+names is asked for. Listing names (``names()``, ``list()``, ``in``, ``len``) imports nothing.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -32,23 +29,23 @@ __all__ = [
     "read_saved_config",
 ]
 
-T = TypeVar("T")
-
-#: Registry key -> the module that registers it.
-SEGMENTER_MODULES: dict[str, str] = {
-    "otsu_hsv": "alldata.models.segment_classic",
-    "kmeans_color": "alldata.models.segment_classic",
-    "watershed": "alldata.models.segment_classic",
-    "unet": "alldata.models.unet",
+_SEGMENTERS_LAZY = {
+    "otsu_hsv": "alldata.models.segment_classic:OtsuHSV",
+    "kmeans_color": "alldata.models.segment_classic:KMeansColor",
+    "watershed": "alldata.models.segment_classic:Watershed",
+    "unet": "alldata.models.unet:UNet",
 }
-CLASSIFIER_MODULES: dict[str, str] = {
-    "svm": "alldata.models.classify_classic",
-    "random_forest": "alldata.models.classify_classic",
-    "knn": "alldata.models.classify_classic",
-    "resnet18": "alldata.models.cnn",
-    "mobilenetv3": "alldata.models.cnn",
-    "efficientnet_b0": "alldata.models.cnn",
+_CLASSIFIERS_LAZY = {
+    "svm": "alldata.models.classify_classic:SVM",
+    "random_forest": "alldata.models.classify_classic:RandomForest",
+    "knn": "alldata.models.classify_classic:KNN",
+    "resnet18": "alldata.models.cnn:ResNet18",
+    "mobilenetv3": "alldata.models.cnn:MobileNetV3",
+    "efficientnet_b0": "alldata.models.cnn:EfficientNetB0",
 }
+#: Registry key -> the module that defines it.
+SEGMENTER_MODULES: dict[str, str] = {k: v.partition(":")[0] for k, v in _SEGMENTERS_LAZY.items()}
+CLASSIFIER_MODULES: dict[str, str] = {k: v.partition(":")[0] for k, v in _CLASSIFIERS_LAZY.items()}
 
 _INSTALL_HINT = "the reference models need scikit-learn and scikit-image: pip install 'alldata[gen]'"
 
@@ -57,46 +54,10 @@ class ModelError(AlldataError, ValueError):
     """Bad model arguments or inputs, or a saved model that cannot be used."""
 
 
-class _LazyRegistry(Registry[T]):
-    """A :class:`Registry` that imports the module defining a name before looking it up."""
-
-    def __init__(self, kind: str, modules: dict[str, str]) -> None:
-        super().__init__(kind)
-        self._modules = modules
-
-    def _import(self, module: str) -> None:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise ImportError(f"cannot import {module} ({e}); {_INSTALL_HINT}") from e
-
-    def _import_all(self) -> None:
-        for module in sorted(set(self._modules.values())):
-            self._import(module)
-
-    def get(self, name: str) -> T:
-        if name not in self._items:
-            if name in self._modules:
-                self._import(self._modules[name])
-            else:  # unknown: load everything so the did-you-mean hint sees every name
-                self._import_all()
-        return super().get(name)
-
-    def names(self) -> list[str]:
-        self._import_all()
-        return super().names()
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._modules or name in self._items
-
-    def __len__(self) -> int:
-        return len(self.names())
-
-
 #: Segmenters by name: classes with ``segment(image) -> 0/1/2 mask`` and ``instances(image)``.
-SEGMENTERS: Registry[type] = _LazyRegistry("segmenter", SEGMENTER_MODULES)
+SEGMENTERS: Registry[type] = Registry("segmenter", _SEGMENTERS_LAZY, install_hint=_INSTALL_HINT)
 #: Classifiers by name: classes with ``fit/predict/predict_proba/save/load``.
-CLASSIFIERS: Registry[type] = _LazyRegistry("classifier", CLASSIFIER_MODULES)
+CLASSIFIERS: Registry[type] = Registry("classifier", _CLASSIFIERS_LAZY, install_hint=_INSTALL_HINT)
 
 
 @runtime_checkable

@@ -51,7 +51,15 @@ from skimage.measure import regionprops
 
 from alldata.models.base import ModelError
 
-__all__ = ["GLCM_ANGLES", "GLCM_DISTANCES", "GLCM_LEVELS", "GLCM_PROPS", "extract_features", "feature_names"]
+__all__ = [
+    "GLCM_ANGLES",
+    "GLCM_DISTANCES",
+    "GLCM_LEVELS",
+    "GLCM_PROPS",
+    "HandcraftedFeatures",
+    "extract_features",
+    "feature_names",
+]
 
 #: GLCM settings (distances in pixels, angles in radians, grey levels inside the cell).
 GLCM_DISTANCES = (1, 2, 4)
@@ -182,3 +190,25 @@ def extract_features(
         rows.append(_features_one(img, mask))
     names = feature_names()
     return np.asarray(rows, np.float64).reshape(len(rows), len(names)), names
+
+
+class HandcraftedFeatures:
+    """:func:`extract_features` as a :class:`alldata.features.FeatureExtractor` (``name = "handcrafted"``).
+
+    Calling it on uint8 ``(N, H, W, 3)`` images returns the float64 ``(N, 37)`` features
+    (NaN where a segmentation failed; masks are made by ``segmenter``). Nothing to fit.
+
+    Examples:
+        >>> HandcraftedFeatures()(np.full((2, 32, 32, 3), 200, np.uint8)).shape
+        (2, 37)
+    """
+
+    name = "handcrafted"
+
+    def __init__(self, segmenter=None) -> None:
+        self.segmenter = segmenter
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        from alldata.features import check_images
+
+        return extract_features(list(check_images(images, ModelError)), segmenter=self.segmenter)[0]

@@ -14,7 +14,7 @@ pytest.importorskip("safetensors")
 
 from alldata.generators.base import CONFIG_NAME, WEIGHTS_NAME, Generator, GeneratorError
 from alldata.generators.data import CellSet
-from alldata.generators.gan import GAN, diff_augment, finetune_gan, train_gan
+from alldata.generators.gan import GAN, diff_augment
 from PIL import Image
 
 TINY = {"z_dim": 8, "ngf": 8, "ndf": 8, "cond_dim": 8}
@@ -44,7 +44,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def run(_one_thread, tmp_path_factory) -> tuple[GAN, Path]:
     out = tmp_path_factory.mktemp("gan")
-    return train_gan(_cells(), out, steps=3, sample_every=2, save_every=2, **FAST), out
+    return GAN.train(_cells(), out, steps=3, sample_every=2, save_every=2, **FAST), out
 
 
 def test_sample_shape_dtype_range(run):
@@ -96,10 +96,10 @@ def test_bad_config_is_an_error(tmp_path):
         GAN.build({"image_size": 24})
     with pytest.raises(GeneratorError, match="policy"):
         GAN.build({"diffaug": "color,rotate"})
-    with pytest.raises(GeneratorError, match="unknown GAN config keys"):
+    with pytest.raises(GeneratorError, match="unknown gan config keys"):
         GAN.build({"ngf_": 8})
     with pytest.raises(GeneratorError, match="image_size=32"):
-        train_gan(_cells(), tmp_path, steps=1, image_size=32, **FAST)
+        GAN.train(_cells(), tmp_path, steps=1, image_size=32, **FAST)
 
 
 def test_diff_augment_is_differentiable_and_empty_is_identity():
@@ -117,18 +117,18 @@ def test_diff_augment_is_differentiable_and_empty_is_identity():
 
 def test_resume_continues_at_saved_step_and_matches_a_straight_run(tmp_path):
     cells = _cells(seed=1)
-    straight = train_gan(cells, tmp_path / "a", steps=4, sample_every=0, save_every=0, **FAST)
-    train_gan(cells, tmp_path / "b", steps=2, sample_every=0, save_every=0, **FAST)
+    straight = GAN.train(cells, tmp_path / "a", steps=4, sample_every=0, save_every=0, **FAST)
+    GAN.train(cells, tmp_path / "b", steps=2, sample_every=0, save_every=0, **FAST)
     assert json.loads((tmp_path / "b" / "train_state" / "state.json").read_text())["step"] == 2
-    resumed = train_gan(cells, tmp_path / "b", steps=4, sample_every=0, save_every=0, **FAST)
+    resumed = GAN.train(cells, tmp_path / "b", steps=4, sample_every=0, save_every=0, **FAST)
     assert json.loads((tmp_path / "b" / "train_state" / "state.json").read_text())["step"] == 4
     for k, v in straight.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
-    restart = train_gan(cells, tmp_path / "b", steps=4, resume=False, sample_every=0, save_every=0,
+    restart = GAN.train(cells, tmp_path / "b", steps=4, resume=False, sample_every=0, save_every=0,
                         **{**FAST, "batch_size": 2})
     assert not torch.equal(restart.state_dict()["fc.weight"], resumed.state_dict()["fc.weight"])
     with pytest.raises(GeneratorError, match="another config"):
-        train_gan(cells, tmp_path / "b", steps=5, sample_every=0, **{**FAST, "ngf": 4})
+        GAN.train(cells, tmp_path / "b", steps=5, sample_every=0, **{**FAST, "ngf": 4})
 
 
 def test_sample_grid_written(run):
@@ -142,19 +142,18 @@ def test_sample_grid_written(run):
 def test_few_shot_add_value_and_finetune(run, tmp_path):
     gan0, out = run
     gan = GAN.from_pretrained(out, device="cpu")
-    old = gan.model.cond.tables["subtype"].weight.detach().clone()
-    gan.add_condition_value("subtype", "L3")
-    new = gan.model.cond.tables["subtype"].weight.detach()
+    old = gan.model.cond.embeds["subtype"].weight.detach().clone()
+    assert gan.add_condition_value("subtype", "L3") == 3
+    new = gan.model.cond.embeds["subtype"].weight.detach()
     assert new.shape[0] == old.shape[0] + 1 and torch.equal(new[:-1], old)
     assert torch.allclose(new[-1], old[1:].mean(0))
     np.testing.assert_array_equal(gan.sample(2, {"subtype": "L1"}, seed=0), gan0.sample(2, {"subtype": "L1"}, seed=0))
-    with pytest.raises(GeneratorError, match="already known"):
-        gan.add_condition_value("subtype", "L3")
+    assert gan.add_condition_value("subtype", "L3") == 3  # idempotent
 
     few = _cells(n=3, seed=2, subtype="L3")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        tuned = finetune_gan(gan, few, tmp_path / "ft", steps=2, base_dir=out, **FAST_FT)
+        tuned = gan.finetune(few, tmp_path / "ft", steps=2, base_dir=out, **FAST_FT)
     assert not [w for w in caught if "discriminator" in str(w.message)]
     assert tuned.config["conditions"]["subtype"] == ["L1", "L2", "L3"]
     reloaded = Generator.from_pretrained(tmp_path / "ft", device="cpu")
@@ -164,7 +163,7 @@ def test_few_shot_add_value_and_finetune(run, tmp_path):
     assert not np.array_equal(x, gan.sample(3, {"subtype": "L3", "cell_type": "blast"}, seed=0))  # it trained
 
     with pytest.warns(UserWarning, match="fresh discriminator"):
-        finetune_gan(gan, few, tmp_path / "ft2", steps=1, **FAST_FT)
+        gan.finetune(few, tmp_path / "ft2", steps=1, **FAST_FT)
     with pytest.raises(GeneratorError, match="add_condition_value"):
-        finetune_gan(GAN.from_pretrained(out), few, tmp_path / "ft3", steps=1, base_dir=out, **FAST_FT)
+        GAN.from_pretrained(out).finetune(few, tmp_path / "ft3", steps=1, base_dir=out, **FAST_FT)
 

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import typer
 from alldata.generators.base import Generator, GeneratorError, checkpoint_sha256
-from alldata.generators.overlap import OverlapComposer, compose_to_dataset, run_compose
+from alldata.generators.overlap import OverlapComposer
 from PIL import Image
 from scipy import ndimage
 from typer.testing import CliRunner
 
 from alldata.cli import compose as compose_cli
+from alldata.compose import compose_to_dataset, composer_from_dataset, load_composer, run_compose
 from alldata.ingest import ingest
 from alldata.schema import F
 from alldata.sources.all_idb2 import ALLIDB2
@@ -108,7 +109,7 @@ def fixture_ds(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def composer(fixture_ds) -> OverlapComposer:
-    return OverlapComposer.from_dataset(fixture_ds, donor_sources=SOURCES, background_sources=["bccd"], **CFG)
+    return composer_from_dataset(fixture_ds, donor_sources=SOURCES, background_sources=["bccd"], **CFG)
 
 
 def _full(inst, s: int) -> np.ndarray:
@@ -120,7 +121,7 @@ def _full(inst, s: int) -> np.ndarray:
 
 
 def test_donor_pool_and_rejections(composer):
-    donors, bgs = composer._ensure_pool()
+    donors, bgs = composer.pool()
     assert [d.source for d in donors].count("all_idb2") == 4 and len(bgs) == 3
     usable = {r.key: composer.donor(r) for r in donors}
     assert {k for k, d in usable.items() if d is None} == BAD_DONORS
@@ -133,7 +134,7 @@ def test_donor_pool_and_rejections(composer):
 
 def test_instance_masks_are_exact(composer):
     gen = OverlapComposer({**composer.config, "stain_jitter": 0.0, "feather": 0.0, "match_illumination": False})
-    gen._donors, gen._backgrounds = composer._ensure_pool()
+    gen.set_pool(*composer.pool())
     seen_nucleus = 0
     for c in gen.compose(8, seed=3):
         s = c.image.shape[0]
@@ -159,7 +160,7 @@ def test_instance_masks_are_exact(composer):
 
 def test_two_cell_overlap_is_within_the_range(composer):
     gen = OverlapComposer({**composer.config, "cells_per_image": [2, 2], "overlap_range": [0.2, 0.35]})
-    gen._donors, gen._backgrounds = composer._ensure_pool()
+    gen.set_pool(*composer.pool())
     for c in gen.compose(8, seed=11):
         assert len(c.instances) == 2
         (p,) = c.controlled_overlaps
@@ -172,7 +173,7 @@ def test_two_cell_overlap_is_within_the_range(composer):
 
 
 def test_deterministic_by_seed(composer, fixture_ds):
-    other = OverlapComposer.from_dataset(fixture_ds, donor_sources=SOURCES, background_sources=["bccd"], **CFG)
+    other = composer_from_dataset(fixture_ds, donor_sources=SOURCES, background_sources=["bccd"], **CFG)
     a, b, c = composer.compose(3, seed=7), other.compose(3, seed=7), composer.compose(3, seed=8)
     for x, y in zip(a, b):
         assert np.array_equal(x.image, y.image) and np.array_equal(x.semantic, y.semantic)
@@ -209,7 +210,7 @@ def test_compose_to_dataset_provenance_and_rerun(fixture_ds, tmp_path):
     assert {d["donor_key"] for d in dets} <= {r["donor"] for r in recipe["cells"]}
     assert s[F.SEGMENTATION].annotator == "overlap" and s[F.SEGMENTATION].mask.shape == (64, 64)
     # the stored image is the composite of (seed, index)
-    gen = OverlapComposer.from_pretrained(out)
+    gen = load_composer(out)
     assert np.array_equal(np.asarray(Image.open(s.filepath)), gen.compose_one(21, 1).image)
     # re-running adds nothing and re-renders nothing
     stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
@@ -254,7 +255,11 @@ def test_checkpoint_round_trip(composer, tmp_path):
     assert len(sha) == 64 and checkpoint_sha256(composer.save_pretrained(tmp_path / "again")) == sha
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["family"] == "overlap" and cfg["donor_keys"] == composer.config["donor_keys"]
-    loaded = OverlapComposer.from_pretrained(d)
+    bare = OverlapComposer.from_pretrained(d)  # the pure compositor: no dataset read, so no pool yet
+    assert bare.config == composer.config
+    with pytest.raises(GeneratorError, match=r"no donor/background pool loaded.*load_composer"):
+        bare.sample(1, {}, seed=4)
+    loaded = load_composer(d)
     assert loaded.config == composer.config
     images = loaded.sample(2, {}, seed=4)
     assert images.shape == (2, 64, 64, 3) and images.dtype == np.uint8
@@ -272,9 +277,9 @@ def test_bad_settings_are_refused(fixture_ds):
     with pytest.raises(GeneratorError, match="unknown overlap config"):
         OverlapComposer({"overlap": [0.1, 0.2]})
     with pytest.raises(GeneratorError, match="no donor cells"):
-        OverlapComposer.from_dataset(fixture_ds, donor_sources=["pbc"], background_sources=["bccd"], **CFG)
+        composer_from_dataset(fixture_ds, donor_sources=["pbc"], background_sources=["bccd"], **CFG)
     with pytest.raises(GeneratorError, match="no smear backgrounds"):
-        OverlapComposer.from_dataset(fixture_ds, donor_sources=SOURCES, background_sources=["all_idb1"], **CFG)
+        composer_from_dataset(fixture_ds, donor_sources=SOURCES, background_sources=["all_idb1"], **CFG)
 
 
 # --- CLI ------------------------------------------------------------------------------------
@@ -343,7 +348,7 @@ def test_cli_bad_cells_per_image(fixture_ds, tmp_path):
 def test_real_data(shared_data, dataset_name):
     ingest("all_idb2", dataset_name, root=shared_data / "ALL-IDB2", progress=False, max_samples=40)
     ingest("bccd", dataset_name, root=shared_data / "BCCD", progress=False, max_samples=60)
-    gen = OverlapComposer.from_dataset(dataset_name, donor_sources=["all_idb2"], background_sources=["bccd"])
+    gen = composer_from_dataset(dataset_name, donor_sources=["all_idb2"], background_sources=["bccd"])
     for c in gen.compose(3, seed=0):
         assert c.image.shape == (256, 256, 3) and c.semantic.shape == (256, 256) and 2 <= len(c.instances) <= 4
         full = [_full(inst, 256) for inst in c.instances]
@@ -357,7 +362,7 @@ def test_real_data(shared_data, dataset_name):
 def test_donors_from_a_saved_view(fixture_ds):
     ds = fo.load_dataset(fixture_ds)
     ds.save_view("idb2-only", ds.match({F.SOURCE: "all_idb2"}))
-    gen = OverlapComposer.from_dataset(fixture_ds, donor_sources=None, donors_view="idb2-only", background_sources=["bccd"], **CFG)
+    gen = composer_from_dataset(fixture_ds, donor_sources=None, donors_view="idb2-only", background_sources=["bccd"], **CFG)
     assert {k.split("/")[0] for k in gen.config["donor_keys"]} == {"all_idb2"}
     with pytest.raises(GeneratorError, match="no saved view 'nope'"):
-        OverlapComposer.from_dataset(fixture_ds, donors_view="nope", **CFG)
+        composer_from_dataset(fixture_ds, donors_view="nope", **CFG)

@@ -12,19 +12,17 @@ import numpy as np
 import pytest
 import typer
 from alldata.generators.base import GeneratorError
-from alldata.generators.overlap import (
-    SYNTHETIC_CELLS_FIELD,
-    OverlapComposer,
-    rejection_counts,
-    segmenter_spec,
-)
+from alldata.generators.overlap import OverlapComposer
+from alldata.generators.overlap_records import rejection_counts
 from PIL import Image
 from scipy import ndimage
 from typer.testing import CliRunner
 
 from alldata.cli import compose as compose_cli
+from alldata.compose import SYNTHETIC_CELLS_FIELD, composer_from_dataset, load_composer
 from alldata.config import home
 from alldata.ingest import ingest
+from alldata.overlap_pools import segmenter_spec
 from alldata.schema import CellType, F, Provenance
 from alldata.sources.all_idb2 import ALLIDB2
 from alldata.sources.bccd import BCCD
@@ -90,7 +88,7 @@ def syn_ds(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gan_composer(syn_ds) -> OverlapComposer:
     name, _ = syn_ds
-    return OverlapComposer.from_dataset(name, synthetic_donors="gan", **KW, **CFG_SYN, **EXACT)
+    return composer_from_dataset(name, synthetic_donors="gan", **KW, **CFG_SYN, **EXACT)
 
 
 def _full(inst, s: int) -> np.ndarray:
@@ -116,7 +114,7 @@ def test_generated_donors_are_segmented_and_bad_ones_rejected(gan_composer, syn_
     assert rejection_counts(rej) == {"empty mask": 1, "cut off": 1}
     assert keys["held_out"] not in cfg["donor_keys"] and keys["diff0"] not in cfg["donor_keys"]
     # the segmenter's mask covers the generated cell (a disc of radius 12)
-    donors, _ = gan_composer._ensure_pool()
+    donors, _ = gan_composer.pool()
     d = gan_composer.donor(next(r for r in donors if r.key == keys["gan0"]))
     assert d.synthetic and d.classes is not None and d.classes.max() == 2
     assert abs(d.mask.sum() / (np.pi * 12.5**2) - 1) < 0.2
@@ -151,7 +149,7 @@ def test_composites_flag_generated_instances_with_exact_masks(gan_composer):
 
 def test_default_never_uses_generated_cells(syn_ds, tmp_path):
     name, _ = syn_ds
-    gen = OverlapComposer.from_dataset(name, **KW, **CFG_SYN)
+    gen = composer_from_dataset(name, **KW, **CFG_SYN)
     assert not any(k.startswith("synthetic/") for k in gen.config["donor_keys"])
     assert gen.config["synthetic_donor_keys"] == [] and gen.synthetic_rejected == {}
     for c in gen.compose(6, seed=5):
@@ -164,11 +162,11 @@ def test_default_never_uses_generated_cells(syn_ds, tmp_path):
 
 def test_pool_fingerprint_covers_generated_donors(syn_ds, gan_composer):
     name, _ = syn_ds
-    real = OverlapComposer.from_dataset(name, **KW, **CFG_SYN, **EXACT)
-    every = OverlapComposer.from_dataset(name, synthetic_donors="all", **KW, **CFG_SYN, **EXACT)
+    real = composer_from_dataset(name, **KW, **CFG_SYN, **EXACT)
+    every = composer_from_dataset(name, synthetic_donors="all", **KW, **CFG_SYN, **EXACT)
     shas = {real.config["pool_sha256"], gan_composer.config["pool_sha256"], every.config["pool_sha256"]}
     assert len(shas) == 3
-    other_seg = OverlapComposer.from_dataset(name, synthetic_donors="gan", synthetic_segmenter="kmeans_color", **KW, **CFG_SYN)
+    other_seg = composer_from_dataset(name, synthetic_donors="gan", synthetic_segmenter="kmeans_color", **KW, **CFG_SYN)
     assert other_seg.config["synthetic_segmenter"]["name"] == "kmeans_color"
     assert other_seg.config["pool_sha256"] != gan_composer.config["pool_sha256"]
 
@@ -176,7 +174,7 @@ def test_pool_fingerprint_covers_generated_donors(syn_ds, gan_composer):
 def test_selectors(syn_ds):
     name, keys = syn_ds
     ds = fo.load_dataset(name)
-    syn = lambda sel: set(OverlapComposer.from_dataset(name, synthetic_donors=sel, **KW, **CFG_SYN).config["synthetic_donor_keys"])
+    syn = lambda sel: set(composer_from_dataset(name, synthetic_donors=sel, **KW, **CFG_SYN).config["synthetic_donor_keys"])
     assert syn("all") == {keys[k] for k in ("gan0", "gan1", "gan2", "diff0")}
     assert syn("diffusion") == syn("generator=diffusion") == {keys["diff0"]}
     ds.save_view("two-gans", ds.match({F.KEY: {"$in": [keys["gan1"], keys["gan2"], keys["held_out"]]}}))
@@ -201,10 +199,10 @@ def test_masks_are_cached_and_reused(syn_ds, gan_composer, monkeypatch, tmp_path
         raise AssertionError("a cached mask was segmented again")
 
     monkeypatch.setattr(OtsuHSV, "segment", no_segmenting)
-    again = OverlapComposer.from_dataset(name, synthetic_donors="gan", **KW, **CFG_SYN, **EXACT)
+    again = composer_from_dataset(name, synthetic_donors="gan", **KW, **CFG_SYN, **EXACT)
     assert again.config == gan_composer.config and again.synthetic_rejected == gan_composer.synthetic_rejected
     # a saved composer reloads its generated donors (from the cache) and makes the same images
-    loaded = OverlapComposer.from_pretrained(gan_composer.save_pretrained(tmp_path / "ckpt"))
+    loaded = load_composer(gan_composer.save_pretrained(tmp_path / "ckpt"))
     assert np.array_equal(loaded.compose_one(5, 3).image, gan_composer.compose_one(5, 3).image)
 
 

@@ -19,11 +19,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from alldata.generators.ddpm import DEFAULTS, make_scheduler, sample_loop
+from alldata.generators.diffusion import DEFAULTS, make_scheduler, sample_loop
 
 from tests.models._synthetic import cell_image
 
 SAMPLERS = ("ddim", "dpm++", "ddpm")
+#: the analytic denoiser predicts epsilon (v-prediction, the default, is tested on trained models)
+EPS_CONFIG = {**DEFAULTS, "prediction_type": "epsilon"}
 B, S, STEPS = 8, 8, 20
 
 
@@ -77,7 +79,7 @@ def run(sampler: str, denoiser: AnalyticDenoiser, guidance_scale: float = 1.0) -
     cond = torch.zeros(B, 4)
     uncond = None if guidance_scale == 1.0 else torch.ones(B, 4)  # the denoiser ignores labels: guidance is a no-op
     gens = [torch.Generator().manual_seed(i) for i in range(B)]
-    return sample_loop(denoiser, make_scheduler(sampler, DEFAULTS), noise, cond, uncond, num_inference_steps=STEPS,
+    return sample_loop(denoiser, make_scheduler(sampler, EPS_CONFIG), noise, cond, uncond, num_inference_steps=STEPS,
                        guidance_scale=guidance_scale, generator=gens)
 
 

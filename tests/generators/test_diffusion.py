@@ -13,7 +13,7 @@ pytest.importorskip("diffusers")
 
 from alldata.generators.base import Generator, GeneratorError
 from alldata.generators.data import CellSet
-from alldata.generators.ddpm import Diffusion, finetune_diffusion, make_scheduler, sample_loop, train_diffusion
+from alldata.generators.diffusion import Diffusion, make_scheduler, sample_loop
 
 TINY = {"block_out_channels": (8, 16), "layers_per_block": 1, "norm_num_groups": 4}
 FAST = {"num_inference_steps": 3}
@@ -40,7 +40,7 @@ def make_cells(n: int = 8, labels: dict | None = None, seed: int = 0) -> CellSet
 
 def train(out: Path, **kw) -> Diffusion:
     args = {"steps": 3, "batch_size": 4, "sample_every": 0, "save_every": 0, "progress": False, **TINY, **kw}
-    return train_diffusion(make_cells(), out, **args)
+    return Diffusion.train(make_cells(), out, **args)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_few_shot_l3(run, tmp_path):
     unet_before = {k: v.clone() for k, v in gen.unet.state_dict().items()}
     l3 = make_cells(4, {"subtype": ["L3"] * 4, "cell_type": ["lymphoblast"] * 4}, seed=1)
     with pytest.raises(GeneratorError, match="add_condition_value"):
-        finetune_diffusion(gen, l3, tmp_path / "ft", steps=1, progress=False)
+        gen.finetune(l3, tmp_path / "ft", steps=1, progress=False)
     assert gen.add_condition_value("subtype", "L3") == 1
     assert gen.add_condition_value("subtype", "L3") == 1  # idempotent
     gen.check_condition({"subtype": "L3", "cell_type": "lymphoblast"})
@@ -150,7 +150,7 @@ def test_few_shot_l3(run, tmp_path):
     assert gen.add_condition_value("cell_type", "blast-like") == 3
     assert torch.allclose(gen.conditioner.embeds["cell_type"].weight[3], w[1:].mean(0))
     emb_before = gen.conditioner.embeds["subtype"].weight.detach().clone()
-    finetune_diffusion(gen, l3, tmp_path / "ft", steps=2, batch_size=2, progress=False)
+    gen.finetune(l3, tmp_path / "ft", steps=2, batch_size=2, progress=False)
     assert not torch.equal(gen.conditioner.embeds["subtype"].weight, emb_before)
     assert all(torch.equal(v, unet_before[k]) for k, v in gen.unet.state_dict().items())  # UNet frozen
     a = gen.sample(2, {"subtype": "L3"}, seed=0, **FAST)
@@ -159,7 +159,7 @@ def test_few_shot_l3(run, tmp_path):
     assert back.config["conditions"]["subtype"] == ["L3"]
     assert back.config["conditions"]["cell_type"] == ["lymphoblast", "normal", "blast-like"]
     assert np.array_equal(a, back.sample(2, {"subtype": "L3"}, seed=0, **FAST))
-    finetune_diffusion(back, l3, tmp_path / "ft-all", steps=1, batch_size=2, train="all", progress=False)
+    back.finetune(l3, tmp_path / "ft-all", steps=1, batch_size=2, train="all", progress=False)
     assert not torch.equal(back.unet.state_dict()["conv_in.weight"], unet_before["conv_in.weight"])
 
 
