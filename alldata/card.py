@@ -3,16 +3,14 @@
 :func:`gather_facts` reads everything from the data and alldata's reports, never from
 boilerplate: composition, the split policy and a leak check on ``group_id``, synthetic
 provenance, quality scores (``alldata score`` reports), benchmark gains (the
-:class:`~alldata.reports.BenchmarkSummary` in each ``--benchmark`` folder), ingest reports
+:class:`~alldata.reports.BenchmarkSummary` of each ``--benchmark`` folder), ingest reports
 (:class:`~alldata.reports.IngestReport`), licences, citations and known biases; samples
-tagged ``reject`` are left out. :func:`render_card` fills ``cards/dataset_card.md``
-through ``DatasetCard.from_template``. A fact alldata lacks is :data:`UNKNOWN`, never made up.
+tagged ``reject`` are left out. :func:`render_card` fills ``cards/dataset_card.md`` through
+``DatasetCard.from_template``. A fact alldata lacks is :data:`UNKNOWN`, never made up.
 
 Examples:
-    >>> size_category(2954)
-    '1K<n<10K'
-    >>> Selection(sources=("bccd", "pbc")).describe()
-    'sources=bccd,pbc'
+    >>> size_category(2954), Selection(sources=("bccd", "pbc")).describe()
+    ('1K<n<10K', 'sources=bccd,pbc')
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
 """Curation decisions made in the FiftyOne App, respected by every consumer.
 
-A curator tags a sample ``reject`` in the App to take it out of everything alldata
-builds from the dataset (``mix``, ``benchmark``, ``card``, ``export``, ``publish``). A
-label corrected in the App is simply the field's new value, so consumers that read the
-field see the correction; :func:`curated` is the one place that applies the tag.
-
-The round trip in the App (``alldata app NAME``): open a saved view such as
-``alldata-likely-copies``, ``alldata-near-duplicates`` or ``alldata-mistakes-pred_*``,
-select samples and add the sample tag ``reject`` (tag icon above the grid), or click a
-sample and edit its ``cell_type`` / ``diagnosis`` / ``subtype`` label. Edits are written
-to the database at once; ``alldata-rejected`` lists what has been rejected, and the
-mistakes views compare with the corrected labels without a rebuild. The next ``mix``,
-``benchmark``, ``card`` or ``publish`` leaves the rejected samples out and uses the
-corrected labels. Remove the tag to bring a sample back.
+A curator tags a sample ``reject`` in the App to take it out of everything alldata builds
+from the dataset (``mix``, ``benchmark``, ``card``, ``export``, ``publish``); a label
+corrected in the App is simply the field's new value, so consumers that read the field see
+the correction. :func:`curated` is the one place that applies the tag. The round trip in
+the App, step by step: docs/curation.md#curation-in-the-app.
 
 Examples:
     >>> REJECT_TAG

@@ -1,41 +1,16 @@
 """Embeddings alldata computes itself, and the FiftyOne Brain runs built on them.
 
-:func:`embed_dataset` gives every sample an ``embedding`` (a unit-length vector), then
-runs three things of the FiftyOne Brain on it, so the App's embeddings panel and
-similarity search work with no model download:
+:func:`embed_dataset` gives every sample a centred, unit-length ``embedding`` from the small
+CNN of :mod:`alldata.encoder` (trained on the dataset's real cells, kept in
+``<alldata home>/datasets/NAME/encoder``; ``features="handcrafted"`` uses the 37 features of
+:func:`alldata.models.extract_features`), then runs the Brain on it: a 2-D visualisation
+(:data:`VIS_KEY`: PCA, t-SNE or UMAP), a similarity index (:data:`SIM_KEY`, cosine), an App
+workspace (:data:`WORKSPACE`) and near duplicates: samples within ``dup_threshold`` (cosine
+distance; default :data:`DUP_RATIO` x the median nearest-neighbour distance) of a kept
+sample are tagged ``near_duplicate``. Nothing is downloaded. A smear is embedded from its
+whole image resized, so smears cluster together rather than by content.
 
-* a 2-D **visualisation** (brain key :data:`VIS_KEY`): PCA, t-SNE (scikit-learn) or UMAP
-  (only when ``umap-learn`` is installed); colour it by ``is_synthetic`` or ``source`` in
-  the App's Embeddings panel to see real and synthetic clusters;
-* a **similarity index** (brain key :data:`SIM_KEY`, scikit-learn backend, cosine
-  distance): "sort by similarity" in the App;
-* a saved App **workspace** :data:`WORKSPACE`: the grid beside that panel, coloured by
-  ``is_synthetic``;
-* **near duplicates** from that index: samples within ``dup_threshold`` (cosine distance)
-  of a kept sample are tagged ``near_duplicate`` for review, with ``near_duplicate_of``
-  (the kept sample's key) and ``near_duplicate_distance``. Byte-identical pairs are left
-  to the ``duplicate`` tag of ingest. The default threshold is relative,
-  :data:`DUP_RATIO` x the median nearest-neighbour distance, because the scale of learned
-  features depends on the encoder: on the demo data (2,954 samples, 5-epoch encoder) it
-  tags 14 samples (Taleqani fields photographed twice, ALL-IDB2 crops of one cell), where
-  126 samples have a neighbour within 0.1x and a fixed 0.01 takes in most of the data.
-
-Embeddings are centred (the dataset mean subtracted) and scaled to unit length: the CNN's
-pooled ReLU features all share one positive direction, which otherwise dominates cosine
-distances.
-
-The features: by default the small CNN of :mod:`alldata.encoder` (128-d penultimate
-layer), trained on the dataset's real, non-rejected cells to classify ``cell_type`` (else
-``diagnosis``), so cells cluster by morphology and synthetic cells that do not look like
-real ones sit apart. It is saved to and reused from ``<alldata home>/datasets/NAME/encoder``
-(the folder ``alldata score --train-encoder`` uses); pass ``encoder_dir`` to use another
-or ``retrain`` to train afresh. ``features="handcrafted"`` (or a dataset whose cells do
-not have two label classes to train on) uses the 37 colour/shape/texture features of
-:func:`alldata.models.extract_features`, standardised.
-
-Limitation: the encoder sees cells; a smear (``image_kind == "smear"``) is embedded from
-its whole image resized to the encoder's input, so smears land together as one cluster
-rather than by content.
+Design notes (the relative threshold, centring, the encoder): docs/curation.md#embeddings.
 """
 
 from __future__ import annotations

@@ -1,16 +1,13 @@
 """Feature encoders for scoring synthetic cells (:mod:`alldata.score`); feature extractors of :mod:`alldata.features`.
 
-Two kinds:
-
-* ``cnn`` - a small CNN the project trains itself on real cells (pretrained ImageNet
-  weights cannot be downloaded here): 4 blocks of conv3x3-BatchNorm-ReLU-maxpool
-  (32, 64, 128, 128 channels), global average pooling -> a 128-d feature, and a linear
-  head that classifies a label field (``cell_type``, else ``diagnosis``). Trained a few
-  epochs with flip / 90-degree-rotation augmentation, seeded. Saved as ``config.json`` +
-  ``model.safetensors`` (never pickle) and reloaded with :meth:`Encoder.from_pretrained`.
+* ``cnn`` - a small CNN trained here on real cells (ImageNet weights cannot be downloaded):
+  4 blocks of conv3x3-BatchNorm-ReLU-maxpool (32, 64, 128, 128 channels), global average
+  pooling -> a 128-d feature, and a linear head on a label field (``cell_type``, else
+  ``diagnosis``); a few seeded epochs with flip / 90-degree-rotation augmentation; saved as
+  ``config.json`` + ``model.safetensors`` (never pickle), reloaded with :meth:`Encoder.from_pretrained`.
 * ``inception`` - torchvision's ``inception_v3`` with weights the user provides
-  (``--inception-weights FILE``: a state dict in safetensors or a torch file); features
-  are the 2048-d pool output at 299 px, as in FID.
+  (``--inception-weights FILE``: a state dict in safetensors or a torch file); features are
+  the 2048-d pool output at 299 px, as in FID.
 
 :meth:`Encoder.encode` returns the penultimate-layer features, **not** L2-normalised (the
 raw pooled activations, as FID/KID expect); normalise yourself if you need cosine geometry.
@@ -27,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from alldata.devices import select_device
 from alldata.errors import AlldataError
 
 if TYPE_CHECKING:
@@ -53,12 +51,6 @@ DEFAULT_CHANNELS = (32, 64, 128, 128)
 
 class EncoderError(AlldataError, ValueError):
     """Bad encoder arguments, unusable images or an unusable checkpoint / weights file."""
-
-
-def _select_device(device: str | None) -> str:
-    from alldata.generators.base import select_device
-
-    return select_device(device)
 
 
 def _cnn(channels: Sequence[int], num_classes: int) -> nn.Module:
@@ -112,7 +104,7 @@ class Encoder:
     """
 
     def __init__(self, model: nn.Module, config: dict[str, Any], device: str | None = None) -> None:
-        self.device = _select_device(device)
+        self.device = select_device(device)
         self.model = model.to(self.device).eval()
         self.config = config
         self.sha256: str | None = None  # of the files it was loaded from / saved to
@@ -305,7 +297,7 @@ def train_encoder(
         raise EncoderError(f"training the encoder needs at least 2 classes of {label_field!r}; found {classes}")
     if epochs < 1:
         raise EncoderError(f"epochs must be >= 1, got {epochs}")
-    device = _select_device(device)
+    device = select_device(device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     y_all = torch.tensor([classes.index(v) for v in labels])

@@ -1,22 +1,12 @@
 """Export a (curated, licence-checked) selection of a dataset in four formats, with its card.
 
-Formats (:data:`FORMATS`):
-
-* ``hf-parquet``: ``data/<split>-NNNNN-of-NNNNN.parquet`` shards written through Hugging Face
-  ``datasets`` with an ``Image()`` column, label columns and every provenance column, plus
-  the card ``README.md`` whose ``configs`` point at the shards, so the folder loads with
-  ``datasets.load_dataset(folder)`` and can be uploaded as it is.
-* ``fiftyone``: FiftyOne's own ``FiftyOneDataset`` exporter (all fields, media copied).
-* ``coco``: FiftyOne's ``COCODetectionDataset`` exporter on the ``cells`` boxes (instance masks
-  become COCO segmentations); only samples with boxes.
-* ``imagefolder``: ``<split>/<label>/<file>`` by a chosen label field, plus ``metadata.csv``
-  (``file_name`` and the provenance columns, as the Hugging Face imagefolder loader reads it).
-
-Every export also writes ``README.md`` (the card), ``LICENSE.md`` and ``alldata-export.json``
-(what was exported and the files written). The licence gate runs first: a source whose
-terms forbid redistribution or are unknown is refused unless overridden. Re-running into
-the same folder replaces the previous export's files (listed in its manifest); a
-non-empty folder that is not an alldata export is refused.
+Formats (:data:`FORMATS`): ``hf-parquet`` (``datasets`` shards with an ``Image()`` column,
+loadable with ``datasets.load_dataset(folder)``), ``fiftyone``, ``coco`` (the ``cells`` boxes
+and instance masks) and ``imagefolder`` (``<split>/<label>/<file>`` plus ``metadata.csv``).
+Every export also writes ``README.md`` (the card), ``LICENSE.md`` and the manifest
+``alldata-export.json``. The licence gate runs first; re-running replaces the previous
+export's files, and a non-empty folder that is not an alldata export is refused. Each
+format's layout: docs/curation.md#export.
 
 Examples:
     >>> FORMATS

@@ -1,24 +1,15 @@
 """Licence facts per source and the redistribution gate of ``export`` and ``publish``.
 
-Each registered source gets a :class:`Licence`: a Hugging Face licence id (SPDX-style, or
-``other`` with a ``license_name``), a ``redistribution`` status (``allowed``,
-``forbidden`` or ``unknown``), the terms in words and the citation. The facts restate the
-loaders' ``license``/``citation`` constants and ``../shared/data/SOURCES.md``; where those
-do not settle whether a copy may be passed on, the status is ``unknown``, never a guess.
-
-Synthetic samples inherit the most restrictive status of what they were made from when
-that is known: overlap composites record their donor cells and background smear in
-``recipe``; a trained generator's training sources are not recorded on its samples, so
-they are ``unknown`` unless the user declares them (``trained_on``).
-
-The gate (:func:`check_redistribution`) refuses every source that is not ``allowed``
-unless the user names it in an explicit override, and says which and why.
+Each source gets a :class:`Licence` (a Hugging Face licence id, a ``redistribution`` status
+``allowed`` / ``forbidden`` / ``unknown``, the terms, the citation) restating the loaders and
+``../shared/data/SOURCES.md``; what they do not settle is ``unknown``, never a guess.
+Synthetic samples inherit the most restrictive status of what they were made from, where
+that is recorded (docs/curation.md#licences). :func:`check_redistribution` refuses every
+source that is not ``allowed`` unless the user overrides it by name, and says which and why.
 
 Examples:
-    >>> licence_for("bccd").spdx, licence_for("bccd").redistribution
-    ('mit', 'allowed')
-    >>> licence_for("all_idb2").redistribution
-    'forbidden'
+    >>> licence_for("bccd").spdx, licence_for("bccd").redistribution, licence_for("all_idb2").redistribution
+    ('mit', 'allowed', 'forbidden')
     >>> most_restrictive(["allowed", "unknown", "allowed"])
     'unknown'
 """

@@ -1,15 +1,12 @@
 """Deterministic balanced mixes of real and synthetic samples, from a recipe.
 
-:func:`mix` materialises one arm of a recipe as a saved FiftyOne view: the recipe's real
-pool restricted to ``split == "train"`` (no folds apply here), with the rare-class cut of
-the recipe for every arm but the oracle, plus stored synthetic samples of the arm's
-generator family for the classes the arm fills, as many as
-:func:`alldata.benchmark.classification.fill_counts` allows (balance, capped by
-``mix.max_synthetic_ratio``). Rejected samples are never included. Synthetic samples are
-taken in key order, those made for this recipe first, so the same store gives the same mix.
-
-Arms whose extra images only exist in memory (``augment``, ``oversample``) cannot be
-materialised; :func:`mix` says so.
+:func:`mix` saves one arm of a recipe as a FiftyOne view: the recipe's real pool with
+``split == "train"`` (no folds apply here) and the rare-class cut of every arm but the
+oracle, plus stored synthetic samples of the arm's generator family for the classes the arm
+fills, as many as :func:`alldata.benchmark.classification.fill_counts` allows (balance,
+capped by ``mix.max_synthetic_ratio``). Rejected samples are never included; synthetic
+samples are taken in key order, this recipe's first, so the same store gives the same mix.
+Arms whose extra images only exist in memory (``augment``, ``oversample``) cannot be saved.
 
 Examples:
     >>> result = mix(load_recipe("recipes/rare-class-recovery.yaml"), "alldata", arm="gan")  # doctest: +SKIP
@@ -24,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from alldata.errors import AlldataError
-from alldata.recipes import GENERATOR_KINDS, Recipe, recipe_slug
+from alldata.recipes import Recipe, is_generator_kind, recipe_slug
 from alldata.schema import F
 
 __all__ = ["MixError", "MixResult", "mix", "mix_view_name"]
@@ -63,7 +60,7 @@ def mix_view_name(recipe: Recipe, arm: str) -> str:
 
 def _default_arm(recipe: Recipe) -> str:
     for a in recipe.arms:
-        if a.kind in GENERATOR_KINDS:
+        if is_generator_kind(a.kind):
             return a.name
     return recipe.baseline
 
@@ -105,7 +102,7 @@ def mix(recipe: Recipe, dataset: str, arm: str | None = None, *, seed: int = 0) 
     labels = [pool.labels[i] for i in train]
     composition = {c: {"real": labels.count(c), "synthetic": 0} for c in sorted(set(pool.labels))}
     shortfall: dict[str, int] = {}
-    if spec.kind in GENERATOR_KINDS:
+    if is_generator_kind(spec.kind):
         field_ = f"{recipe.data.label_field}.label"
         for cls, n in fill_counts(labels, recipe).items():
             if n <= 0:

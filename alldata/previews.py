@@ -1,26 +1,14 @@
 """Browser-friendly previews of images a browser cannot show (TIFF), for the FiftyOne App.
 
-Browsers do not render TIFF, so ALL-IDB2's ``.tif`` crops (and any TIFF a user ingests)
-show as error tiles in the App. :func:`ensure_previews` writes a PNG of each such image,
-with the **same pixel size** (so boxes, keypoints and masks overlay exactly), to
-``$ALLDATA_HOME/cache/previews/<sha256 of the file>.png``, sets the string field
+:func:`ensure_previews` writes a PNG of each such image at the **same pixel size** (so boxes,
+keypoints and masks overlay exactly) to ``$ALLDATA_HOME/cache/previews/<sha256>.png``, sets
 ``preview_path`` on every sample (the PNG, or the file itself when a browser can show it)
-and points the App at it through FiftyOne's alternate media fields::
-
-    app_config.media_fields = ["filepath", "preview_path"]
-    app_config.grid_media_field = app_config.modal_media_field = "preview_path"
-
-``filepath`` stays the original file: everything else (training, export, hashing) reads it.
-
-Conversion to 8-bit (see :func:`preview_image`): 8-bit modes convert as Pillow does (to RGB,
-or RGBA when the image has alpha); 16-bit, 32-bit integer and float images are stretched
-linearly from their minimum to their maximum (over all colour channels together, so the
-colour balance is kept). Only the first page of a multi-page TIFF is shown.
-
-Previews are keyed by the file's sha256, so they are shared across datasets and reused on
-every run; a preview is written once, atomically, and a run after an interruption carries
-on where it stopped. An image that cannot be read is reported and keeps
-``preview_path = filepath``.
+and points the App's grid and modal at it (FiftyOne's alternate media fields); ``filepath``
+stays the original file, which everything else reads. 16-bit, 32-bit and float images are
+stretched linearly to 8 bits (:func:`preview_image`); a multi-page TIFF shows its first page.
+Previews are keyed by the file's sha256 (shared across datasets), written once and
+atomically, so an interrupted run resumes; an unreadable image is reported and keeps
+``preview_path = filepath``. Details: docs/curation.md#previews.
 """
 
 from __future__ import annotations

@@ -1,17 +1,13 @@
 """Benchmark recipes: one YAML file says what is compared, on which data, and how.
 
-A recipe names the task, the real pool (sources, label field, class map, filters), the
-folds and seeds, the *arms* (what each training set adds to the real data: nothing,
-augmentation, oversampling, a generator's samples), the models trained on each arm, the
-metrics, and the baseline the gains are measured against. The optional ``rare`` block is
-the rare-class recovery protocol: every arm except the ``oracle`` keeps only a small share
-of one class's training groups.
-
-Validation is pydantic with ``extra="forbid"``: a typo in a key fails loudly, and
-:func:`load_recipe` names the file and the offending key. An arm kind is one the task
-implements itself (:data:`ARM_KINDS`) or, for classification, any trainable generator family
-registered in :data:`~alldata.generators.GENERATORS` (:func:`arm_kinds`). Validation imports
-neither torch nor fiftyone.
+A recipe names the task, the real pool (sources, label field, class map, filters), the folds
+and seeds, the *arms* (what each training set adds to the real data), the models, the
+metrics and the baseline; the optional ``rare`` block is the rare-class recovery protocol
+(every arm but the ``oracle`` keeps a small share of one class's training groups).
+Validation is pydantic with ``extra="forbid"``: :func:`load_recipe` names the file and the
+offending key. An arm kind is one the task implements itself (:data:`ARM_KINDS`) or, for
+classification, a trainable generator family of :data:`~alldata.generators.GENERATORS`
+(:func:`arm_kinds`). Validation imports neither torch nor fiftyone.
 
 Examples:
     >>> sorted(arm_kinds("segmentation"))
@@ -22,8 +18,6 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator
-from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +30,6 @@ from alldata.schema import CellType, Diagnosis, F, Subtype
 __all__ = [
     "ARM_KINDS",
     "CLASSIFICATION_METRICS",
-    "GENERATOR_KINDS",
     "LABEL_FIELDS",
     "ArmSpec",
     "DataSpec",
@@ -72,21 +65,6 @@ def arm_kinds(task: str) -> frozenset[str]:
     return own | frozenset(trainable_families()) if task in GENERATOR_ARM_TASKS else own
 
 
-class _GeneratorKinds(AbstractSet):
-    """The trainable generator families, read live from the registry (a set, for ``in`` tests)."""
-
-    def __contains__(self, kind: object) -> bool:
-        return isinstance(kind, str) and is_generator_kind(kind)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(trainable_families())
-
-    def __len__(self) -> int:
-        return len(trainable_families())
-
-
-#: Arm kinds that train a generator (a live view of the registry; prefer :func:`is_generator_kind`).
-GENERATOR_KINDS: AbstractSet[str] = _GeneratorKinds()
 #: Label fields a recipe may classify.
 LABEL_FIELDS: dict[str, type] = {F.DIAGNOSIS: Diagnosis, F.CELL_TYPE: CellType, F.SUBTYPE: Subtype}
 #: Whole-set classification metrics; per-class ones are ``<name>:<class>`` with name in CLASS_METRIC_NAMES.

@@ -1,20 +1,17 @@
 """The common schema: every field name and label vocabulary alldata writes.
 
-Every loader yields :class:`Sample` records; they are validated here (pydantic) before
-anything reaches FiftyOne (:mod:`alldata.store` does the conversion).
+Every loader yields :class:`Sample` records, validated here (pydantic) before anything
+reaches FiftyOne (:mod:`alldata.store` converts them). Coordinate conventions:
 
-Coordinate conventions:
-    * Boxes (:class:`Box.bbox`) are FiftyOne relative ``[x, y, w, h]``: top-left corner and
-      size as fractions of the image width and height, all in ``[0, 1]``.
-    * Points (:class:`Point`) are relative ``(x, y)`` with ``x`` = column / width and
-      ``y`` = row / height, pixel centres at ``(col + 0.5) / width``.
-    * Source conventions are converted in the loaders: Pascal VOC boxes (BCCD) are
-      1-based and inclusive, so ``xmin == xmax`` is a one-pixel-wide box and
-      ``x = (xmin - 1) / W``, ``w = (xmax - xmin + 1) / W``; ALL-IDB ``.xyc`` centroids are
-      integer full-image pixels (``x`` = column, ``y`` = row), taken as 0-based pixel
-      indices. Instance masks (:class:`Box.mask`) are boolean arrays covering the box only.
-    * Semantic masks (:class:`SegMask`) are full-image ``uint8`` arrays with the values of
-      :data:`SEG_CLASSES` (0 background, 1 cytoplasm, 2 nucleus).
+* Boxes (:class:`Box.bbox`) are FiftyOne relative ``[x, y, w, h]`` (top-left corner and size
+  as fractions of the image width and height, in ``[0, 1]``); instance masks
+  (:class:`Box.mask`) are boolean arrays covering the box only. Points (:class:`Point`) are
+  relative ``(x, y)``: column / width, row / height, pixel centres at ``(col + 0.5) / width``.
+* Loaders convert source conventions: Pascal VOC boxes (BCCD) are 1-based and inclusive
+  (``x = (xmin - 1) / W``, ``w = (xmax - xmin + 1) / W``; ``xmin == xmax`` is one pixel wide);
+  ALL-IDB ``.xyc`` centroids are integer full-image pixels (``x`` column, ``y`` row), 0-based.
+* Semantic masks (:class:`SegMask`) are full-image ``uint8`` arrays with the values of
+  :data:`SEG_CLASSES` (0 background, 1 cytoplasm, 2 nucleus).
 """
 
 from __future__ import annotations

@@ -1,32 +1,16 @@
 """alldata's saved views: the review queues and slices the FiftyOne App opens on.
 
 :func:`build_views` (re)creates every view whose name starts with :data:`PREFIX`
-(``alldata-``); views a user saved under other names are left alone, so the prefix is
-reserved for alldata. Re-running replaces alldata's views (stale ones, e.g. of a source
-no longer present, are deleted), so it is idempotent. ``alldata app`` runs it before
-serving; ``alldata views NAME`` runs it on its own.
+(``alldata-``) and leaves views a user saved under other names alone; re-running replaces
+alldata's views (stale ones are deleted), so it is idempotent. ``alldata app`` runs it
+before serving; ``alldata views NAME`` runs it on its own. The views: real, synthetic, per
+source, per generator and condition, duplicates and cross-source duplicates, split leaks,
+likely copies next to their nearest real sample, near duplicates, model mistakes per
+``pred_*`` field (:func:`truth_of`) and rejected samples (:mod:`alldata.curation`).
 
-The views (``<...>`` only where such samples exist):
-
-* ``alldata-real``, ``alldata-synthetic``, ``alldata-source-<source>``;
-  ``alldata-generator-<family>`` and ``alldata-generator-<family>-<condition>`` (the
-  ``condition`` provenance without its ``batch_index``);
-* ``alldata-duplicates`` (tag ``duplicate``, copies adjacent) and
-  ``alldata-cross-source-duplicates`` (identical files found in two or more sources);
-* ``alldata-split-leaks``: samples of any group (``group_id``, or ``subject_id``) or file
-  hash (``sha256``) found in more than one split;
-* ``alldata-likely-copies``: synthetic samples tagged ``memorised`` by ``alldata score``,
-  each right after its nearest real training sample (``nn_real_key``);
-* ``alldata-near-duplicates``: samples ``alldata embed`` tagged ``near_duplicate``, each
-  right after the sample it nearly duplicates;
-* ``alldata-mistakes-<pred field>``: for each ``pred_*`` Classification field, the samples
-  whose predicted label differs from the truth (see :func:`truth_of`);
-* ``alldata-rejected``: samples a curator tagged ``reject`` in the App (see
-  :mod:`alldata.curation`).
-
-Views that depend on values (leaks, cross-source duplicates, likely-copy partners) hold
-the keys they were built from: rebuild after re-splitting or re-scoring. Tag- and
-label-based views (rejected, mistakes) follow edits made in the App at once.
+Views built from values (leaks, cross-source duplicates, likely-copy partners) hold the keys
+they were built from: rebuild after re-splitting or re-scoring; tag- and label-based ones
+follow App edits at once. Every view by name: docs/curation.md#saved-views.
 """
 
 from __future__ import annotations

@@ -1,36 +1,10 @@
-"""Benchmark: alldata's diffusion generator on real cells - end-to-end generation vs. the bare
-sampling loop, alldata's default sampler (DDIM 20 steps) and DPM-Solver++ vs. 1000-step DDPM,
-and training throughput.
+"""Benchmark: alldata's diffusion generator on real cells - end-to-end generation vs. the bare sampling
+loop, the default sampler (DDIM 20 steps) and DPM-Solver++ vs. 1000-step DDPM, training throughput.
 
-One run does, on a private database and temp folders (nothing is downloaded):
-
-0. ingest a labelled real source (ALL-IDB2 by default, conditioned on ``diagnosis``; or
-   Taleqani, on ``cell_type``) and write the grouped train/val/test split;
-1. (c) train a CPU-sized diffusion model (the ``cpu`` preset) on the train split with
-   ``alldata.generators.diffusion.Diffusion.train`` and time it (images/s);
-2. (a) time, with the same UNet, sampler (alldata's default: DDIM, 20 steps, guidance 2.0, the
-   bare loop driving the same ``make_scheduler("ddim", cfg)`` scheduler), seeds and batch size:
-   the bare ``sample_loop`` (noise and condition embeddings made before the clock starts, no
-   uint8 conversion), ``Diffusion.sample`` (uint8 arrays in memory) and alldata's end-to-end
-   ``generate_to_dataset`` (sampling + PNG files + FiftyOne records with provenance), with a
-   breakdown of where the end-to-end time goes (timers wrapped around alldata's functions in
-   the bench process; alldata itself is not changed) and a check that the three make
-   identical pixels;
-3. (b) sample the same seeds with alldata's default sampler (DDIM 20 steps, guidance 2.0),
-   with DDIM 20 steps without guidance (guidance 1.0), with DPM-Solver++ 20 steps, guidance 2.0
-   (kept to document that it saturates on this short CPU-trained model, the reason the default
-   is DDIM), and with 1000-step DDPM ancestral sampling (``DDPMScheduler``, the loop of diffusers' ``DDPMPipeline``, through
-   ``Diffusion.sample(sampler="ddpm", num_inference_steps=1000)``: ``DDPMPipeline`` itself
-   cannot drive this class-conditional UNet, which needs ``class_labels``);
-4. score every sample set against held-out real cells (val + test split) with the Frechet
-   distance and KID on features of the project's own CNN encoder (``alldata.encoder``,
-   trained in this run on the train-split cells; no Inception weights are available), and
-   the same for real train-split cells of the same sizes (the real-vs-real floor).
-
-Each phase runs in its own fresh Python subprocess (``torch.set_num_threads`` chosen by a
-short interleaved probe unless ``--threads`` is given). The FiftyOne database is a private
-``mongod`` (:mod:`alldata.mongod`) in a temp dir, reached through ``FIFTYONE_DATABASE_URI``.
-Results go to the "Generate" section of bench/RESULTS.md and to stdout.
+Each phase runs in a fresh subprocess, on a private ``mongod`` (:mod:`alldata.mongod`) and temp
+folders; nothing is downloaded. What each phase does and how it is timed and scored: the
+section "How bench/generate.py measures" of bench/RESULTS.md. Results go to its "Generate"
+section and to stdout.
 
 Usage::
 

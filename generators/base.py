@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from alldata.devices import select_device
 from alldata.errors import AlldataError
 from alldata.registry import Registry
 
@@ -122,15 +123,6 @@ def parse_condition(text: str) -> dict[str, Any]:
         else:
             out[k] = v
     return out
-
-
-def select_device(device: str | None = None) -> str:
-    """``device`` if given, else ``"cuda"`` when available, else ``"cpu"``."""
-    if device:
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def checkpoint_sha256(directory: str | Path) -> str:

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "alldata.imageio": 0,
     "alldata.licences": 0,
     "alldata.reports": 0,
+    "alldata.score_report": 0,  # the pydantic models of the score report (read by the card)
     "alldata.mongod": 0,
     # L1 compute: arrays, tensors and files in, numbers and images out; no FiftyOne dataset access
     "alldata.metrics": 1,
@@ -36,6 +37,7 @@ LAYERS: dict[str, int] = {
     "alldata.sources": 1,
     "alldata.features": 1,
     "alldata.encoder": 1,
+    "alldata.devices": 1,  # torch device, autocast and seeding shared by models, generators and the encoder
     # L2 store: FiftyOne datasets read and written
     "alldata.store": 2,
     "alldata.ingest": 2,

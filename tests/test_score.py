@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from alldata.cli.score import app
+from alldata.cli import app
 from alldata.encoder import Encoder, EncoderError, train_encoder
 from alldata.features import Embedding, FeatureExtractor, extract
 from alldata.ingest import ingest

@@ -1,25 +1,15 @@
 """The classification task: train a registered classifier on one arm's training set.
 
-Arms (:func:`alldata.recipes.arm_kinds` ``("classification")``):
+Arms (:func:`alldata.recipes.arm_kinds` ``("classification")``): ``real`` (rare class cut),
+``oracle`` (no cut), ``oversample``, ``augment`` (albumentations copies) and any trainable
+generator family, trained on the fold's training cells only, fine-tuned on the kept rare
+cells and sampled by :func:`alldata.generate.run_generator_job` (cached per (arm, fold,
+seed); samples added to the dataset with provenance and ``recipe``). Every filling arm adds
+the same number of samples (:func:`fill_counts`: the rare class up to the largest other
+class, capped by ``mix.max_synthetic_ratio``). Classic models see
+:func:`alldata.models.extract_features`; CNNs see the image.
 
-* ``real``: the fold's real training samples (rare class cut, when the recipe has one).
-* ``oracle``: the same without the cut (all rare-class training groups).
-* ``oversample``: ``real`` plus repeats of the kept rare images.
-* ``augment``: ``real`` plus albumentations copies of them (:func:`alldata.models.augment.augment_images`).
-* any trainable generator family (``gan``, ``diffusion``, ...): ``real`` plus samples of a
-  generator trained from scratch on the fold's training cells only (never a test cell),
-  conditioned on the label, then fine-tuned on the kept rare cells, by
-  :func:`alldata.generate.run_generator_job`; cached per (arm, fold, seed) in the cell's
-  shared dir and its samples added to the dataset (tag ``synthetic``, provenance, ``recipe``).
-
-How many samples an arm adds (the same for every filling arm, so they compare fairly):
-with a rare class, enough to bring it up to the largest other class; without one, every
-class grows by the same share. Either way synthetic / (real + synthetic) never exceeds
-``mix.max_synthetic_ratio`` (:func:`fill_counts`).
-
-Classic models (``input_kind == "features"``, the default) see
-:func:`alldata.models.extract_features` of the image squared and resized to
-``data.image_size``; CNNs (``input_kind == "image"``) see the image itself.
+Each arm in detail: docs/benchmark.md#classification-task.
 """
 
 from __future__ import annotations

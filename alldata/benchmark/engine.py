@@ -1,19 +1,16 @@
 """The benchmark engine: recipe -> real pool -> leak-free folds -> cells -> aggregated results.
 
-One *cell* is (arm, model, fold, seed). The engine
+One *cell* is (arm, model, fold, seed); each step in detail: docs/benchmark.md#engine. The engine
 
-1. builds the real pool (:func:`build_pool`): the recipe's sources and filters, curated
-   (no ``reject`` tag), no kept-copy duplicates, no synthetic samples, labels mapped;
-2. makes ``recipe.folds`` grouped folds per seed (:func:`fold_plan`, reshuffled per seed,
-   checked for group and file-hash leaks), applies the rare-class cut to the train side
-   of every arm except the oracle, and restricts test rows to ``eval_sources``;
-3. runs every cell through the task, skipping cells whose result JSON already exists
-   (written atomically, tagged with the recipe's hash, so a changed recipe re-runs);
-4. aggregates (:func:`aggregate`): mean over cells, a bootstrap CI over test groups, paired
-   gains over the baseline per (seed, fold), the share of the baseline→oracle gap recovered;
-5. writes ``metrics.json`` (a :class:`~alldata.reports.BenchmarkSummary`), then the report
-   (:mod:`alldata.benchmark.report`) from that file, and each arm's test predictions (first
-   model, first seed, all folds) back onto the samples.
+1. builds the real pool (:func:`build_pool`): the recipe's sources and filters, curated, no
+   kept-copy duplicates, no synthetic samples, labels mapped;
+2. makes ``recipe.folds`` grouped folds per seed (:func:`fold_plan`, checked for leaks), cuts
+   the rare class from every arm but the oracle and keeps ``eval_sources`` test rows;
+3. runs every cell through the task, skipping cells whose result JSON already exists;
+4. aggregates (:func:`aggregate`): means, group-bootstrap CIs, paired gains over the
+   baseline per (seed, fold), the share of the baseline→oracle gap recovered;
+5. writes ``metrics.json`` (a :class:`~alldata.reports.BenchmarkSummary`), the report from
+   it, and each arm's test predictions back onto the samples.
 """
 
 from __future__ import annotations

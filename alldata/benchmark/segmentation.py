@@ -1,34 +1,16 @@
 """The segmentation task: a segmenter trained on real masks, with or without overlap composites.
 
-Arms (:data:`alldata.recipes.ARM_KINDS` ``["segmentation"]``):
+Arms (:func:`alldata.recipes.arm_kinds` ``("segmentation")``): ``real`` (the fold's real
+training cells with an expert mask; ``extra_real_tiles: N`` repeats them, an equal-steps
+control) and ``overlap`` (``real`` plus composites of the fold's training cells pasted onto
+the fold's training smears, cached per (arm, fold, seed); no test pixel reaches training).
+Every image is resampled so that a red cell is :data:`RBC_PX` pixels across; smears are
+segmented by overlapping tiles. Evaluation: smears with WBC instance masks (ALL-IDB1) give
+pixel Dice / IoU, instance F1 at IoU 0.5, AJI and ``touching_recall``; smears with boxes
+only (BCCD) give ``box_f1``. Metrics are pooled from per-image counts, so
+:meth:`SegmentationTask.score` gives dataset-level figures for any subset of rows.
 
-* ``real``: the fold's real training cells that carry an expert mask (ALL-IDB2's nucleus /
-  cytoplasm masks; each crop is one cell, its instance map the mask's main component).
-  With ``extra_real_tiles: N`` the arm adds N repeats of its real tiles: a control with as
-  many optimisation steps per epoch as an ``overlap`` arm, without new content.
-* ``overlap``: ``real`` plus composites of :mod:`alldata.generators.overlap`: the fold's
-  training cells pasted onto the fold's training smears at a controlled overlap, with
-  exact instance masks (params: ``num_composites``, ``overlap_range``, ``cells_per_image``;
-  ``synthetic_donors`` to paste generated cells as well). Donors *and* backgrounds come
-  from the fold's training side only, so no test pixel reaches training. Composites are
-  cached per (arm, fold, seed) in the shared dir.
-
-Scale: every image is resampled so that a red cell is :data:`RBC_PX` pixels across (the
-per-source red-cell diameters of :data:`alldata.generators.overlap.RBC_PX`), so crops,
-composites and smears agree in cell size. Training tiles are ``data.image_size`` squared;
-a smear is segmented by overlapping tiles blended with a smooth window.
-
-Evaluation rows (the fold's test side within ``eval_sources``):
-
-* a smear with WBC instance masks (ALL-IDB1, Loddo & Putzu: dense ALL smears where blasts
-  touch): pixel Dice / IoU of the white-cell foreground, instance F1 at IoU 0.5, AJI, and
-  the recall of the true cells that touch another cell (``touching_recall``);
-* a smear with WBC boxes only (BCCD): box-level WBC detection F1 at IoU 0.5 (``box_f1``),
-  the issue's "cell-level check".
-
-Metrics are pooled from per-image counts (sums of intersections, TP/FP/FN, AJI's C and U),
-so :meth:`SegmentationTask.score` gives dataset-level figures for any subset of rows.
-Red cells are not segmented (they are background in every training mask).
+Arm parameters, scale and evaluation in detail: docs/benchmark.md#segmentation-task.
 """
 
 from __future__ import annotations
@@ -43,7 +25,7 @@ import numpy as np
 from alldata.benchmark.tasks import TASKS, CellContext, CellResult
 from alldata.errors import AlldataError
 from alldata.metrics.segmentation import boxes_from_instances, count_boxes, count_instances, pooled_scores
-from alldata.recipes import ARM_KINDS, Recipe
+from alldata.recipes import Recipe, arm_kinds
 from alldata.schema import F
 
 __all__ = ["RBC_PX", "SegmentationTask", "predict_proba_tiled"]
@@ -163,7 +145,7 @@ class SegmentationTask:
     """The ``segmentation`` benchmark task (see the module docstring)."""
 
     name = "segmentation"
-    arm_kinds = ARM_KINDS["segmentation"]
+    arm_kinds = arm_kinds("segmentation")
 
     # --- data -------------------------------------------------------------------------------------
     def _records(self, dataset: str, ids: list[str]) -> list[dict[str, Any]]:

@@ -1,16 +1,12 @@
 """The benchmark's task contract: what the engine hands a task and what it gets back.
 
 The engine (:mod:`alldata.benchmark.engine`) owns the recipe, the real pool, the leak-free
-folds, the cell loop, resuming and the aggregation. A *task* owns one kind of learning
-problem: given one :class:`Cell` (arm × model × fold × seed) and its :class:`CellContext`
-(the fold's train and test sample ids), it trains, predicts the test samples and returns a
-:class:`CellResult` with one row per test sample. ``score(rows)`` must recompute the
-metrics from rows alone: the engine pools rows across folds and calls it inside the group
-bootstrap.
-
-Tasks are registered in :data:`TASKS` by name and imported lazily (torch-free import):
-``classification`` -> :mod:`alldata.benchmark.classification`, ``segmentation`` ->
-:mod:`alldata.benchmark.segmentation`.
+folds, the cell loop, resuming and the aggregation. A *task* gets one :class:`Cell` (arm ×
+model × fold × seed) and its :class:`CellContext` (the fold's train and test sample ids),
+trains, predicts the test samples and returns a :class:`CellResult` with one row per test
+sample; ``score(rows)`` recomputes the metrics from rows alone (the engine pools rows across
+folds and calls it inside the group bootstrap). Tasks are found in the lazy :data:`TASKS`
+registry, so listing them imports no torch.
 
 Examples:
     >>> Cell("real_rare", "random_forest", 0, 1).key()
@@ -19,26 +15,16 @@ Examples:
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from alldata.registry import Registry
 
 if TYPE_CHECKING:
     from alldata.recipes import Recipe
 
-__all__ = ["TASKS", "TASK_MODULES", "Cell", "CellContext", "CellResult", "Task", "get_task"]
-
-T = TypeVar("T")
-
-#: Task name -> the module that registers it.
-TASK_MODULES: dict[str, str] = {
-    "classification": "alldata.benchmark.classification",
-    "segmentation": "alldata.benchmark.segmentation",
-}
-
+__all__ = ["TASKS", "Cell", "CellContext", "CellResult", "Task", "get_task"]
 
 @dataclass(frozen=True)
 class Cell:
@@ -128,30 +114,12 @@ class Task(Protocol):
     def write_predictions(self, dataset: str, field: str, rows: list[dict]) -> None: ...
 
 
-class _LazyTaskRegistry(Registry[T]):
-    """A :class:`Registry` importing the module that defines a task before looking it up."""
-
-    def __init__(self, kind: str, modules: dict[str, str]) -> None:
-        super().__init__(kind)
-        self._modules = modules
-
-    def get(self, name: str) -> T:
-        if name not in self._items and name in self._modules:
-            importlib.import_module(self._modules[name])
-        return super().get(name)
-
-    def names(self) -> list[str]:
-        return sorted(set(self._modules) | set(self._items))
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._modules or name in self._items
-
-    def __len__(self) -> int:
-        return len(self.names())
-
-
-#: Tasks by name; each value is a class (or factory) building a :class:`Task` with no arguments.
-TASKS: Registry[Any] = _LazyTaskRegistry("benchmark task", TASK_MODULES)
+#: Tasks by name, imported on first use; each value is a class (or factory) building a :class:`Task`
+#: with no arguments. A task module also registers itself (``TASKS.register(name)(cls)``).
+TASKS: Registry[Any] = Registry("benchmark task", {
+    "classification": "alldata.benchmark.classification:ClassificationTask",
+    "segmentation": "alldata.benchmark.segmentation:SegmentationTask",
+})
 
 
 def get_task(name: str) -> Task:

@@ -1,4 +1,4 @@
-"""``alldata info`` and ``alldata sources``: what is in a dataset, and what can be loaded."""
+"""``alldata info``: what is in a dataset (counts per source, split and label)."""
 
 from __future__ import annotations
 
@@ -36,18 +36,3 @@ def info(name: Annotated[str, typer.Argument(help="FiftyOne dataset name")] = "a
         + ", ".join(f"{k} {v}" for k, v in sorted(o["cells"].items()))
         + f"; blasts {o['blasts']}; other WBC points {o['other_wbcs']}; segmentation masks {o['segmentation masks']}"
     )
-
-
-@app.command()
-def sources() -> None:
-    """Every registered source with its folder and expected layout."""
-    from alldata.config import data_root
-    from alldata.sources import SOURCES
-
-    root = data_root()
-    for name in SOURCES.names():
-        cls = SOURCES.get(name)
-        here = (root / cls.dirname).is_dir()
-        console.print(f"[bold]{name}[/] - {cls.title}  [dim]({root / cls.dirname}: {'found' if here else 'not found'})[/]")
-        console.print(cls.layout(), highlight=False, markup=False, soft_wrap=True)
-        console.print(f"  obtain: {cls.obtain}\n", highlight=False)

@@ -1,9 +1,7 @@
 """Shared pieces of the deep reference models (:mod:`~alldata.models.cnn`, :mod:`~alldata.models.unet`).
 
-* :func:`select_device` - the given device, else CUDA when present, else CPU;
-* :func:`seeded` - a context that seeds torch for a fit without leaking into the caller's
-  global CPU random state;
-* :func:`autocast` - bf16 autocast on CUDA, a no-op on CPU (fp32 there);
+* :func:`select_device`, :func:`seeded`, :func:`autocast` - from :mod:`alldata.devices` (one
+  source for the models, the generator families and the encoder);
 * :func:`check_images` - uint8 RGB ``(H, W, 3)`` arrays in, a list out, or
   :class:`ImageInputError` naming the first bad image;
 * :func:`save_checkpoint` / :func:`read_checkpoint` - ``config.json`` + ``model.safetensors``
@@ -17,14 +15,14 @@ Importing this module does not import torch; each function does what it needs.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from alldata.devices import autocast, seeded, select_device
 from alldata.errors import ImageError
 from alldata.models.base import ModelError, read_saved_config
 
@@ -56,49 +54,6 @@ WEIGHTS_NAME = "model.safetensors"
 
 class ImageInputError(ModelError, ImageError):
     """An image array a deep model cannot take (a :class:`ModelError` and an :class:`ImageError`)."""
-
-
-def select_device(device: str | None = None) -> str:
-    """``device`` if given (checked by torch), else ``"cuda"`` when available, else ``"cpu"``.
-
-    Examples:
-        >>> select_device("cpu")
-        'cpu'
-    """
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch.device(device)
-    except RuntimeError as e:
-        raise ModelError(f"device={device!r} is not a torch device ({e}); use 'cpu', 'cuda' or 'cuda:N'") from None
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError(f"device={device!r} but CUDA is not available here; use device='cpu' or leave it None")
-    return str(device)
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed torch (CPU and CUDA) for the body; the caller's CPU random state is restored after.
-
-    Weight initialisation and dropout draw from torch's global generator, so a fit runs
-    inside this to be reproducible without changing anyone else's random stream.
-    """
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        yield
-
-
-def autocast(device: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; a null context on CPU (which runs in fp32)."""
-    import torch
-
-    if str(device).startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def check_images(images: Any, what: str = "images", min_size: int = 8) -> list[np.ndarray]:

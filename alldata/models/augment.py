@@ -1,20 +1,17 @@
 """Augmentation pipelines for the deep models (albumentations 2): pure functions returning ``A.Compose``.
 
-* :func:`train_transform` - classification: resize to ``image_size``, flips, 90-degree
-  rotations, a small affine (scale, shift, rotation; reflected borders), brightness /
-  contrast and hue / saturation jitter (stain and lamp variation between labs).
-* :func:`seg_transform` - segmentation: the same geometry applied to an image and its
-  masks together (``mask=`` or ``masks=[...]``; masks use nearest-neighbour, so class and
-  instance values are never blended) and colour jitter on the image only.
-* :func:`eval_transform` - the resize alone (what prediction sees).
+* :func:`train_transform` - classification: resize, flips, 90-degree rotations, a small affine
+  (scale, shift, rotation; reflected borders), brightness / contrast and hue / saturation jitter;
+* :func:`seg_transform` - the same geometry on an image and its masks together (``mask=`` or
+  ``masks=[...]``; nearest-neighbour, so values are never blended), colour jitter on the image only;
+* :func:`eval_transform` - the resize alone (what prediction sees);
 * :func:`augment_images` - ``n`` augmented copies drawn cyclically from a few images (the
   benchmark's "classic augmentation" arm fills a rare class with it).
 
-Randomness: each pipeline draws from its own generator, seeded by ``seed`` (albumentations
-2's ``Compose(seed=...)``); the same seed and the same sequence of calls give the same
-outputs, and no global random state is read. ``seed=None`` draws a fresh seed.
-
-Images are ``uint8`` RGB ``(H, W, 3)``; shrinking uses area interpolation, enlarging bilinear.
+Each pipeline draws from its own generator seeded by ``seed`` (``Compose(seed=...)``): the same
+seed and calls give the same outputs, no global random state is read, and ``seed=None`` draws a
+fresh seed. Images are ``uint8`` RGB ``(H, W, 3)``; shrinking uses area interpolation, enlarging
+bilinear. The colour jitter stands for stain and lamp variation between labs.
 """
 
 from __future__ import annotations

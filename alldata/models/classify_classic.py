@@ -1,27 +1,15 @@
 """Classical classifiers on hand-crafted features: SVM, random forest, k-NN (scikit-learn).
 
-Each is a scikit-learn pipeline ``SimpleImputer(median) -> StandardScaler -> model``: the
-imputer fills the NaN that :func:`alldata.models.features.extract_features` leaves where a
-segmentation failed, with the training median of the column (a column that was all NaN
-in training is dropped, with scikit-learn's warning, and so ignored at prediction too).
-Randomness comes only from ``seed`` (the SVM's calibration folds and the forest; k-NN has
-none), and every model runs on one thread, so the same features, labels and seed give the
-same model.
+Each is a pipeline ``SimpleImputer(median) -> StandardScaler -> model`` (the imputer fills
+the NaN that :func:`alldata.models.features.extract_features` leaves); randomness comes only
+from ``seed`` and every model runs on one thread, so the same features, labels and seed give
+the same model. Labels may be strings, integers or enums; ``classes_`` is their sorted
+unique values and the columns of ``predict_proba`` follow it.
 
-Labels may be strings or integers (an :class:`enum.Enum` is taken by its ``value``);
-``classes_`` is their sorted unique values and the columns of ``predict_proba`` follow it.
-
-Saving without pickle: ``save(dir)`` writes ``config.json`` (name, seed, parameters,
-classes, feature names, library versions) and ``training.safetensors`` (the training
-features, the label indices and the training-set probabilities the fitted model gave).
-``load(dir)`` **refits** the model from those features with the same seed, then checks
-that it reproduces the stored probabilities (to 1e-6) and raises :class:`ModelError` if
-not (e.g. a scikit-learn release that fits differently). Nothing is unpickled, so loading
-a file from anyone is safe; the price is a refit on load (a second for these sizes) and a
-saved folder that holds the training features (numbers derived from the images, no
-images). The other options were worse: joblib / pickle runs code on load, ``skops`` is a
-further dependency, and writing scikit-learn's private fitted arrays (libsvm support
-vectors, tree node tables) by hand breaks with its releases.
+Saving without pickle: ``save(dir)`` writes ``config.json`` and ``training.safetensors``
+(training features, label indices, training-set probabilities); ``load(dir)`` refits with
+the same seed and checks that the probabilities come back (to 1e-6), else :class:`ModelError`.
+Why refit rather than joblib or skops: docs/models.md#classical-classifiers.
 """
 
 from __future__ import annotations

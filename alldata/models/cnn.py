@@ -1,40 +1,17 @@
 """CNN classifiers on cell images, built with timm and trained from scratch.
 
-Registered in :data:`~alldata.models.CLASSIFIERS`:
+Registered in :data:`~alldata.models.CLASSIFIERS`: ``resnet18``, ``mobilenetv3``
+(``mobilenetv3_large_100``) and ``efficientnet_b0``; :class:`TimmClassifier` takes any other
+timm architecture by name (``arch=``). Nothing is downloaded (``pretrained=False``); local
+weights come in as ``weights=`` a ``.safetensors`` file (every tensor but the head).
 
-* ``resnet18`` - timm ``resnet18`` (11.2 M parameters, 512-d embedding);
-* ``mobilenetv3`` - timm ``mobilenetv3_large_100`` (4.2 M parameters, 1280-d embedding):
-  the large variant rather than ``_small_``, because at 64 px it is still cheap on a CPU
-  and it is the usual mobile reference;
-* ``efficientnet_b0`` - timm ``efficientnet_b0`` (4.0 M parameters, 1280-d embedding).
+The API is the classical classifiers' on images (``input_kind = "image"``): ``fit``,
+``predict``, ``predict_proba``, ``embed``, ``save`` / ``load`` (``config.json`` +
+``model.safetensors``) and :func:`load_cnn`. Training: AdamW with a cosine schedule, balanced
+cross-entropy, albumentations augmentation, a small head init and "precise BN"; CUDA (bf16
+autocast) when present, else the CPU in fp32, where the same data and ``seed`` give the same model.
 
-:class:`TimmClassifier` takes any other timm architecture by name (``arch=``).
-
-Models are always created with ``pretrained=False``: nothing is downloaded. A user who has
-weights on disk passes ``weights=`` a local ``.safetensors`` file (timm's state-dict key
-names, e.g. a file written by :meth:`TimmClassifier.save`, or that folder): every tensor
-but the classification head is loaded (``strict=False``), and the counts of loaded,
-missing and unexpected keys are kept in ``weights_info_`` (and warned about when some are
-missing or unexpected). A tensor whose shape differs from the architecture's is an error.
-
-The API is the classical classifiers' (:mod:`alldata.models.classify_classic`) on images
-instead of features (``input_kind = "image"``): ``fit(images, labels)``, ``predict``,
-``predict_proba`` (columns in ``classes_`` order), ``embed`` (penultimate features),
-``save(dir)`` / ``load(dir)`` (``model.safetensors`` + ``config.json``) and
-:func:`load_cnn`. Images are ``uint8`` RGB ``(H, W, 3)`` of any size, resized to
-``image_size`` (area interpolation when shrinking); inputs are normalised with timm's
-ImageNet mean and std, so a user's ImageNet weights see what they expect.
-
-Training: AdamW (fused) with a cosine learning-rate schedule over all steps, cross-entropy
-(``class_weight="balanced"``: weights ``n / (k * count)``), albumentations augmentation
-(:func:`alldata.models.augment.train_transform`) when ``augment=True``, a tqdm bar showing
-the loss. The classification head starts small (normal, std 0.01; timm's EfficientNet /
-MobileNet head init gives logits in the tens with few classes and training from scratch
-diverges), and after the last epoch the BatchNorm statistics are recomputed on the
-unaugmented training images ("precise BN"), because on short runs the running averages
-lag the weights and eval mode would predict one class. CUDA is used when present (bf16 autocast), else the CPU in fp32. The same
-images, labels and ``seed`` give the same model on the CPU; weight initialisation is seeded
-without touching the caller's global random state.
+Architectures, weight loading and why each training choice: docs/models.md#cnn-classifiers.
 """
 
 from __future__ import annotations

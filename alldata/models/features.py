@@ -1,43 +1,17 @@
-"""Hand-crafted features of single-cell images: colour, shape and GLCM texture.
+"""Hand-crafted features of single-cell images: colour, shape and GLCM texture (37 columns).
 
-One row per image, in the order of :func:`feature_names` (37 columns):
+One row per image, in the order of :func:`feature_names`:
 
-* **colour** (12): ``color_{r,g,b,h,s,v}_{mean,std}``, the mean and standard deviation of
-  each RGB and HSV channel (all scaled to [0, 1]; hue is not treated as circular, which is
-  harmless here because stained cells sit around violet, H ~ 0.75, far from the wrap at
-  red) over the pixels of the **cell** (mask > 0).
-* **shape** (13), from the segmentation:
-  ``{cell,nucleus}_{area,perimeter,circularity,eccentricity,solidity}``, ``nc_ratio``,
-  ``cell_found``, ``nucleus_found``. The cell is mask > 0, the nucleus mask == 2, each taken
-  as one region even when it has several pieces (a lobed nucleus keeps all its lobes).
-  Area is the pixel count and perimeter the Crofton estimate
-  (``skimage.measure.regionprops(...).perimeter_crofton``), both in **pixels**, so they
-  depend on magnification; circularity is ``4 pi area / perimeter**2`` (about 1 for a
-  disk at any size, lower for irregular outlines); eccentricity and solidity are those of
-  ``regionprops``; ``nc_ratio`` is nucleus area / cell area (in [0, 1]). The two flags are
-  1.0 when the region was found, else 0.0.
-* **texture** (12): ``glcm_{contrast,homogeneity,energy,correlation}_d{1,2,4}``, grey-level
-  co-occurrence properties (``skimage.feature.graycomatrix`` / ``graycoprops``) at
-  distances 1, 2 and 4 pixels, averaged over the angles 0, 45, 90 and 135 degrees (so they
-  do not depend on the cell's orientation), on the grey image quantised to 31 levels.
-  Only pixel pairs with **both** pixels inside the cell count (the outside is given its
-  own level, and that level's row and column are dropped from the matrix).
+* colour (12): ``color_{r,g,b,h,s,v}_{mean,std}`` over the pixels of the cell (mask > 0);
+* shape (13): ``{cell,nucleus}_{area,perimeter,circularity,eccentricity,solidity}`` (pixels),
+  ``nc_ratio``, ``cell_found``, ``nucleus_found``;
+* texture (12): ``glcm_{contrast,homogeneity,energy,correlation}_d{1,2,4}``, averaged over
+  four angles, pixel pairs inside the cell only.
 
-Masks: pass 0/1/2 masks (e.g. expert masks) or leave them out; a missing mask is made by
-``otsu_hsv`` with ``keep="center"`` (single-cell crops), or by the ``segmenter`` given.
-
-When segmentation fails (the fallback, never an error):
-
-* no cell: colour and texture are computed over the **whole image**, every shape feature
-  is NaN and ``cell_found`` is 0;
-* a cell but no nucleus: the nucleus shape features and ``nc_ratio`` are NaN and
-  ``nucleus_found`` is 0;
-* a region with no pixel pair at some GLCM distance (a sliver): that distance's texture
-  features are NaN.
-
-So rows can hold NaN; every classifier in :mod:`alldata.models.classify_classic` fills NaN
-with the training median of its column before scaling (and the flags say which rows were
-filled).
+A missing mask is made by ``otsu_hsv`` (``keep="center"``) or the ``segmenter`` given.
+Failures give NaN, never an error (no cell: colour and texture over the whole image, shape
+NaN; no nucleus: nucleus shape and ``nc_ratio`` NaN); :mod:`alldata.models.classify_classic`
+fills NaN with training medians. Every definition: docs/models.md#hand-crafted-features.
 """
 
 from __future__ import annotations

@@ -1,34 +1,16 @@
 """Classical cell / nucleus segmenters: Otsu on HSV saturation, k-means colour clustering, and
 a distance-transform watershed for touching cells.
 
-Every segmenter takes an RGB ``uint8`` image of shape ``(H, W, 3)`` (anything else raises
-:class:`~alldata.errors.ImageError`) and has two methods:
+Each takes an RGB ``uint8`` ``(H, W, 3)`` image (else :class:`~alldata.errors.ImageError`):
+``segment(image)`` -> ``uint8`` 0/1/2 mask (:data:`~alldata.schema.SEG_CLASSES`) and
+``instances(image)`` -> ``int32`` labels 1..N (``watershed`` splits touching cells, the
+others give one label per connected region). A white cell is a stained region with a
+nucleus; ``radius`` / ``min_size`` set the morphology; ``keep="all"`` (smears) or
+``keep="center"`` (single-cell crops); an image with nothing to find gives an all-zero
+mask, never an error; deterministic (k-means uses its ``seed``).
 
-* ``segment(image)`` -> ``uint8`` ``(H, W)`` mask with the
-  :data:`~alldata.schema.SEG_CLASSES` values: 0 background, 1 cytoplasm, 2 nucleus;
-* ``instances(image)`` -> ``int32`` ``(H, W)`` map: 0 background, 1..N one label per cell.
-  ``otsu_hsv`` and ``kmeans_color`` give one label per connected cell region (touching cells
-  stay one instance); ``watershed`` splits touching cells.
-
-What the three share (stated once here):
-
-* A white cell is a stained region **with a nucleus**: candidate regions that contain no
-  nucleus pixel (red cells, platelets, stain debris) are background.
-* Morphology (``radius``, ``min_size``): opening then closing with a disk of ``radius``
-  pixels (on an edge-padded copy, so cells cut by the image border are not eroded there),
-  hole filling, then removal of components smaller than ``min_size`` pixels.
-* ``keep="all"`` keeps every cell (smears); ``keep="center"`` keeps only the cell closest to
-  the image centre (single-cell crops such as ALL-IDB2, where pieces of neighbours show at
-  the edges).
-* An image with nothing to find (blank, too few colours, no nucleus) gives an all-zero
-  mask, never an error.
-* Deterministic: k-means uses its ``seed``; nothing reads global random state.
-
-Measured against the Putzu & Loddo masks of ALL-IDB2 (``keep="center"``, defaults
-otherwise; mean Dice, cell = mask > 0 / nucleus = mask == 2): ``otsu_hsv`` 0.898 / 0.967 on
-the first 20 crops and 0.890 / 0.946 on all 260; ``kmeans_color`` 0.595 / 0.938 and
-0.764 / 0.949 (red cells touching the white cell join it). The real-data tests in
-``tests/models/test_real_data_models.py`` hold floors under these numbers.
+What the three share in detail: docs/models.md#classical-segmenters; Dice against the
+ALL-IDB2 masks: bench/RESULTS.md (floors in ``tests/models/test_real_data_models.py``).
 """
 
 from __future__ import annotations

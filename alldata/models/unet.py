@@ -1,37 +1,17 @@
 """A U-Net cell / nucleus segmenter in plain torch, registered in SEGMENTERS as ``unet``.
 
-The network predicts four classes per pixel (:data:`CLASSES`): 0 background, 1 cytoplasm,
-2 nucleus and 3 **cell boundary**, a ring ``boundary_width`` pixels wide (1-3 is sensible)
-along the inside edge of every cell. The ring is what separates touching or overlapping
-cells: it is drawn from the instance maps when ``fit`` is given them (so the line between
-two touching cells is boundary), else from the outline of each connected region of the
-0/1/2 mask (then touching cells teach no dividing line).
+Four classes per pixel (:data:`CLASSES`): background, cytoplasm, nucleus and a **cell
+boundary** ring ``boundary_width`` pixels wide, which separates touching cells.
 
-* ``segment(image)`` -> ``uint8`` ``(H, W)`` 0/1/2 mask at the image's own size
-  (:data:`alldata.schema.SEG_CLASSES`; boundary pixels count as cytoplasm);
-* ``instances(image)`` -> ``int32`` ``(H, W)``: the connected regions of cell interior
-  (cytoplasm or nucleus, not boundary) of at least ``min_area`` pixels are the markers, and
-  a watershed (scikit-image) on the boundary probability floods the whole predicted cell
-  mask from them; cells smaller than ``min_area`` are dropped and labels are 1..N.
+* ``segment(image)`` -> ``uint8`` ``(H, W)`` 0/1/2 mask (boundary pixels count as cytoplasm);
+* ``instances(image)`` -> ``int32`` ``(H, W)`` labels 1..N: a watershed on the boundary
+  probability, seeded by the cell interiors of at least ``min_area`` pixels.
 
-Architecture: ``depth`` levels of two conv3x3-BatchNorm-ReLU layers with 2x2 max-pooling
-between them, ``base_channels * 2**level`` channels, a bottleneck, and a decoder of bilinear
-2x upsampling, concatenation with the skip connection and two conv layers; a 1x1 conv gives
-the four logits. Images are resized to ``image_size`` (a multiple of ``2**depth``) for the
-network; the class probabilities are resized back (bilinear) before the argmax.
-
-Training: the mask (and instance maps) are resized to ``image_size`` by nearest neighbour,
-the boundary ring is drawn at that size, then every epoch image and target go through
-:func:`alldata.models.augment.seg_transform` together. Loss = cross-entropy weighted by
-``1 / sqrt(class frequency)`` (normalised to mean 1, so the thin boundary class counts) plus
-``dice_weight`` x soft Dice over the four classes; AdamW (fused) with a cosine schedule; after
-the last epoch the BatchNorm statistics are recomputed on the unaugmented training images
-(:func:`alldata.models._torch.recalibrate_batchnorm`). CUDA is used
-when present (bf16 autocast), else the CPU in fp32; on the CPU the same data and ``seed``
-give the same weights.
-
-Saved as ``config.json`` + ``model.safetensors`` (:meth:`UNet.save_pretrained`,
-:meth:`UNet.from_pretrained`; ``save`` / ``load`` are aliases).
+Training: weighted cross-entropy plus soft Dice, AdamW with a cosine schedule,
+:func:`alldata.models.augment.seg_transform`, precise BN; CUDA (bf16) when present, else the
+CPU in fp32 (deterministic in ``seed``). Saved as ``config.json`` + ``model.safetensors``
+(:meth:`UNet.save_pretrained` / :meth:`UNet.from_pretrained`; ``save`` / ``load`` alias them).
+Architecture, the boundary ring and the loss in detail: docs/models.md#u-net.
 """
 
 from __future__ import annotations
