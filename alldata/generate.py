@@ -5,7 +5,9 @@ code here): :func:`train_generator` (real cells of chosen sources and split ->
 ``cls.train``), :func:`finetune_generator` (few-shot, a new class), :func:`generate_to_dataset`
 (seeded batches -> PNGs -> samples tagged ``synthetic`` whose provenance, ``recipe``
 included, is written once at creation; batch ``k`` uses seed ``seed + k``, so an interrupted
-run resumes without duplicates). :func:`run_generator_job` chains them for one recipe arm
+run resumes without duplicates; PNGs and records are written by a writer thread while the
+next batch samples, see :func:`pipeline`; a checkpoint whose last score failed is warned about,
+:func:`score_warning`). :func:`run_generator_job` chains them for one recipe arm
 (the benchmark), reusing a finished generator when its settings and training set match.
 """
 
@@ -14,11 +16,14 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import queue
+import threading
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from alldata import __version__
 from alldata.errors import AlldataError
@@ -29,16 +34,22 @@ if TYPE_CHECKING:
     from alldata.generators.data import CellSet
 
 __all__ = [
+    "FailedScoreWarning",
     "GeneratePlan",
     "JobResult",
     "finetune_generator",
     "generate_to_dataset",
+    "pipeline",
     "plan_generation",
     "run_generator_job",
+    "score_warning",
     "train_generator",
     "trainable_family",
     "training_view",
+    "write_pngs",
 ]
+
+T = TypeVar("T")
 
 
 _ENUMS = {F.CELL_TYPE: CellType, F.DIAGNOSIS: Diagnosis, F.SUBTYPE: Subtype}
@@ -185,6 +196,79 @@ def plan_generation(checkpoint: str | Path, condition: dict[str, Any], num_sampl
     return plan
 
 
+class FailedScoreWarning(UserWarning):
+    """Sampling a checkpoint whose last ``alldata score`` failed (or cannot be read)."""
+
+
+def score_warning(checkpoint: str | Path) -> str | None:
+    """Why samples of ``checkpoint`` may not look like real cells, or None.
+
+    A message when the checkpoint's last ``alldata score --checkpoint`` report
+    (:func:`alldata.score.last_score`) failed, naming the failed gates, or when its
+    ``score.json`` cannot be read; None when it passed or was never scored.
+    """
+    from alldata.score import last_score
+
+    try:
+        r = last_score(checkpoint)
+    except AlldataError as e:
+        return str(e)
+    if r is None or r.passed:
+        return None
+    gates = ", ".join(f"{g.name} ({g.value:.3g}, threshold {g.threshold:.3g})" for g in r.failed())
+    return (f"checkpoint {checkpoint} failed its last score ({r.created}): {gates or 'no gate named'}; "
+            f"its samples may not look like real cells (report: {r.report_path or Path(checkpoint) / 'score.json'})")
+
+
+_DONE = object()
+
+
+def pipeline(items: Iterable[T], consume: Callable[[T], None], *, depth: int = 2) -> None:
+    """``consume(item)`` for each of ``items``, in order, in one writer thread, while the
+    caller's thread makes the next item (``depth`` items wait at most; 0: no thread).
+
+    The producer (here: sampling on the GPU) and the consumer (PNG encoding and file and
+    database writes, which release the GIL) overlap; the order of the writes is the order
+    of ``items``. An error in ``consume`` stops the production and is raised here; an error
+    in the producer lets the writer finish the items already queued, then propagates.
+    """
+    if depth <= 0:
+        for item in items:
+            consume(item)
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        while (item := q.get()) is not _DONE:
+            if not failed:  # after an error, drain so the producer never blocks
+                try:
+                    consume(item)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                    failed.append(e)
+
+    writer = threading.Thread(target=work, name="alldata-writer", daemon=True)
+    writer.start()
+    try:
+        for item in items:
+            q.put(item)
+            if failed:
+                break
+    finally:
+        q.put(_DONE)
+        writer.join()
+    if failed:
+        raise failed[0]
+
+
+def write_pngs(images: Sequence[Any], paths: Sequence[Path]) -> None:
+    """Save uint8 ``(H, W, 3)`` ``images`` as PNG files at ``paths``."""
+    from PIL import Image
+
+    for img, path in zip(images, paths):
+        Image.fromarray(img).save(path)
+
+
 def generate_to_dataset(
     checkpoint: str | Path,
     condition: dict[str, Any],
@@ -196,37 +280,47 @@ def generate_to_dataset(
     batch_size: int = 64,
     progress: bool = True,
     recipe: str | None = None,
+    writer_depth: int = 2,
     **sample_kwargs: Any,
 ) -> tuple[GeneratePlan, int]:
     """Sample ``num_samples`` images for ``condition`` and add them to ``dataset`` with provenance.
 
     Returns the plan and the number of samples added. ``recipe`` (the benchmark recipe the
     samples are made for) goes into the provenance; ``sample_kwargs`` go to the generator's
-    ``sample`` (e.g. ``sampler="dpm++"``, ``num_inference_steps=20``).
+    ``sample`` (e.g. ``sampler="dpm++"``, ``num_inference_steps=20``). Batches are sampled
+    in this thread while a writer thread (:func:`pipeline`, ``writer_depth`` batches
+    queued; 0 writes in this thread) encodes the PNGs and adds the samples, batch by batch
+    in order: the files and records are the same either way. Warns
+    (:class:`FailedScoreWarning`) when the checkpoint's last score failed.
     """
-    from PIL import Image
     from tqdm import tqdm
 
     from alldata.generators.base import Generator
     from alldata.synthetic import add_synthetic, make_synthetic_sample
 
     plan = plan_generation(checkpoint, condition, num_samples, dataset, seed=seed, batch_size=batch_size)
+    if (msg := score_warning(checkpoint)) is not None:
+        warnings.warn(msg, FailedScoreWarning, stacklevel=2)
     gen = Generator.from_pretrained(checkpoint)
     gen.check_condition(condition)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     labels = {k: _ENUMS[k](v) for k, v in condition.items() if k in _ENUMS}
-    added = 0
+    added = [0]
     bar = tqdm(total=plan.to_make, desc=f"generate {plan.family}", unit="img", disable=not progress)
-    for k, (batch_seed, n) in enumerate(plan.batches):
-        if k in plan.done:
-            continue
-        images = gen.sample(n, condition, batch_seed, **sample_kwargs)
+
+    def batches() -> Iterator[tuple[int, int, Any]]:
+        for k, (batch_seed, n) in enumerate(plan.batches):
+            if k not in plan.done:
+                yield k, batch_seed, gen.sample(n, condition, batch_seed, **sample_kwargs)
+
+    def write(batch: tuple[int, int, Any]) -> None:
+        k, batch_seed, images = batch
+        sids = [plan.source_id(k, i) for i in range(len(images))]
+        paths = [out / f"{sid}.png" for sid in sids]
+        write_pngs(images, paths)
         samples = []
-        for i, img in enumerate(images):
-            sid = plan.source_id(k, i)
-            path = out / f"{sid}.png"
-            Image.fromarray(img).save(path)
+        for i, (sid, path) in enumerate(zip(sids, paths)):
             prov = Provenance(
                 generator=plan.family,
                 checkpoint_sha256=plan.checkpoint_sha256,
@@ -238,10 +332,14 @@ def generate_to_dataset(
                 alldata_version=__version__,
             )
             samples.append(make_synthetic_sample(path, family=plan.family, source_id=sid, provenance=prov, **labels))
-        added += add_synthetic(dataset, samples)
-        bar.update(n)
-    bar.close()
-    return plan, added
+        added[0] += add_synthetic(dataset, samples)
+        bar.update(len(images))
+
+    try:
+        pipeline(batches(), write, depth=writer_depth)
+    finally:
+        bar.close()
+    return plan, added[0]
 
 
 @dataclass

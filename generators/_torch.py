@@ -10,10 +10,9 @@ safetensors + JSON (:func:`save_train_state`, :func:`load_train_state`; never pi
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,9 @@ try:
 except ImportError as e:  # pragma: no cover
     raise ImportError("the trained generators need torch: pip install 'alldata[gen]'") from e
 
-from alldata.generators.base import GeneratorError, select_device
+from alldata.generators.base import GeneratorError
+
+from alldata.devices import autocast, seeded, select_device
 
 __all__ = [
     "STATE_DIR",
@@ -39,6 +40,7 @@ __all__ = [
     "grow_rows",
     "load_train_state",
     "rng_from_text",
+    "rng_restore",
     "rng_to_text",
     "save_grid",
     "save_train_state",
@@ -48,19 +50,6 @@ __all__ = [
 
 #: The folder under a run's ``out_dir`` holding its resumable state.
 STATE_DIR = "train_state"
-
-
-def autocast(device: str | torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; nothing elsewhere (fp32 on CPU)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda")
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed torch's CPU generator for the body (weight initialisation); the caller's state is restored."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        yield
 
 
 def ema_decay(step: int, decay: float) -> float:
@@ -81,13 +70,14 @@ def ema_update(ema: Sequence[torch.Tensor], params: Sequence[torch.Tensor], deca
 def dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """A random horizontal flip then a random quarter turn per image: all 8 orientations.
 
-    ``x`` is ``(B, C, H, W)`` with ``H == W``; the draws come from ``generator`` (on the CPU),
-    a flip draw then a rotation draw per batch.
+    ``x`` is ``(B, C, H, W)`` with ``H == W``; the draws come from ``generator`` on its own
+    device (a flip draw then a rotation draw per batch), so a generator on ``x``'s device
+    keeps the step free of host transfers and a CPU one gives the same draws as always.
     """
-    b = x.shape[0]
-    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)[:, None, None, None]
+    b, dev = x.shape[0], generator.device
+    flip = (torch.rand(b, generator=generator, device=dev) < 0.5).to(x.device)[:, None, None, None]
     x = torch.where(flip, x.flip(3), x)
-    k = torch.randint(4, (b,), generator=generator).to(x.device)[:, None, None, None]
+    k = torch.randint(4, (b,), generator=generator, device=dev).to(x.device)[:, None, None, None]
     out = x
     for r in (1, 2, 3):
         out = torch.where(k == r, torch.rot90(x, r, (2, 3)), out)
@@ -182,13 +172,27 @@ def encode_values(continuous: Sequence[str], condition: dict[str, Any], n: int) 
 
 
 def rng_to_text(g: torch.Generator) -> str:
-    """A CPU generator's state as base64 text (for ``state.json``)."""
+    """A generator's state (CPU or CUDA) as base64 text (for ``state.json``)."""
     return base64.b64encode(g.get_state().numpy().tobytes()).decode()
 
 
 def rng_from_text(g: torch.Generator, text: str) -> None:
-    """Restore a CPU generator's state from :func:`rng_to_text`."""
+    """Restore a generator's state from :func:`rng_to_text` (a state of the same device type)."""
     g.set_state(torch.from_numpy(np.frombuffer(base64.b64decode(text), np.uint8).copy()))
+
+
+def rng_restore(g: torch.Generator, text: str, saved_device: str, seed: int, step: int) -> None:
+    """Continue a saved random stream in ``g``: :func:`rng_from_text` when the state was saved
+    on ``g``'s device type, else (a run moved between CPU and GPU, whose generator states do
+    not convert) a warning and a fresh stream seeded from ``(seed, step)``."""
+    if saved_device == g.device.type:
+        rng_from_text(g, text)
+        return
+    import warnings
+
+    warnings.warn(f"the training state's random stream was saved on {saved_device}, this run is on "
+                  f"{g.device.type}; continuing with a new stream seeded from (seed={seed}, step={step})", stacklevel=2)
+    g.manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1)[0]))
 
 
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -221,10 +225,18 @@ def save_train_state(directory: str | Path, weights: dict[str, dict[str, torch.T
     return final
 
 
+#: optimizer settings that choose an implementation, not the update (kept from the live optimizer on load)
+_IMPL_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+
+
 def load_train_state(directory: str | Path, optimizers: dict[str, torch.optim.Optimizer],
                      weights: Sequence[str]) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
     """Read :func:`save_train_state`'s folder: restores ``optimizers`` in place and returns
-    ``(meta, {name: tensors})`` for the weight sets named in ``weights``."""
+    ``(meta, {name: tensors})`` for the weight sets named in ``weights``.
+
+    The optimizers keep their own implementation flags (``fused``, ``foreach``,
+    ``capturable``): a state saved by a fused AdamW on a GPU resumes in a plain one on the
+    CPU and back; only the hyper-parameters and moments come from the folder."""
     from safetensors.torch import load_file
 
     d = Path(directory)
@@ -237,7 +249,8 @@ def load_train_state(directory: str | Path, optimizers: dict[str, torch.optim.Op
         saved = meta["optimizers"][name]
         for pid, st in saved["state"].items():
             state.setdefault(int(pid), {}).update(st)
-        opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+        groups = [{**sg, **{k: g[k] for k in _IMPL_FLAGS if k in g}} for sg, g in zip(saved["param_groups"], opt.param_groups)]
+        opt.load_state_dict({"state": state, "param_groups": groups})
     return meta, {name: load_file(str(d / f"{name}.safetensors")) for name in weights}
 
 

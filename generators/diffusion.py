@@ -26,7 +26,7 @@ from alldata.generators._torch import (
     ema_update,
     encode_values,
     load_train_state,
-    rng_from_text,
+    rng_restore,
     rng_to_text,
     save_grid,
     save_train_state,
@@ -332,8 +332,19 @@ def _write_grid(gen: Diffusion, path: Path, cols: int, field: str | None) -> Non
 
 def _fit(gen: Diffusion, cells: CellSet, out_dir: str | Path, *, steps: int, batch_size: int, lr: float, seed: int,
          resume: bool, sample_every: int, save_every: int, progress: bool, train: str, mode: str,
-         grid_cols: int = 8, grid_field: str | None = None) -> Diffusion:
-    """The training loop shared by :meth:`Diffusion.train` and :meth:`Diffusion.finetune`."""
+         grid_cols: int = 8, grid_field: str | None = None, fused: bool | None = None,
+         log_every: int = 50) -> Diffusion:
+    """The training loop shared by :meth:`Diffusion.train` and :meth:`Diffusion.finetune`.
+
+    Everything a step needs lives on the model's device: the uint8 training images (moved
+    once), their labels, and one ``torch.Generator`` there that draws the batch indices, the
+    dihedral augmentation, the noise, the timesteps and the condition dropout, in that order
+    (the stream is saved with the state, so a resumed run continues it; one seed gives one
+    run per device type). Losses stay on the device and are read back every ``log_every``
+    steps and at each save, so a GPU step never waits for the host; ``losses`` in the state
+    still holds one value per step. ``fused`` AdamW (default: on CUDA) is the same
+    update rule in one kernel.
+    """
     from tqdm import tqdm
 
     cfg, dev, out = gen.config, torch.device(gen.device), Path(out_dir)
@@ -347,8 +358,9 @@ def _fit(gen: Diffusion, cells: CellSet, out_dir: str | Path, *, steps: int, bat
     raw.unet.requires_grad_(train != "conditioner")
     params = [p for m in trained for p in m.parameters()]
     ema_params = [p for m in ema_mods for p in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    g = torch.Generator().manual_seed(seed)
+    fused = dev.type == "cuda" if fused is None else fused
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, **({"fused": True} if fused else {}))
+    g = torch.Generator(dev).manual_seed(seed)
     step, losses, runs = 0, [], []
     if resume and (out / STATE_DIR / "state.json").is_file():
         saved = json.loads((out / STATE_DIR / "state.json").read_text())
@@ -358,31 +370,39 @@ def _fit(gen: Diffusion, cells: CellSet, out_dir: str | Path, *, steps: int, bat
         raw.load_state_dict(weights["model"])
         gen.load_state_dict(weights["ema"])
         step, losses, runs = meta["step"], meta["losses"], meta["runs"]
-        rng_from_text(g, meta["rng"])
+        rng_restore(g, meta["rng"], meta.get("rng_device", "cpu"), seed, step)
         for group in opt.param_groups:
             group["lr"] = lr
-    images = torch.from_numpy(np.ascontiguousarray(cells.images))  # uint8 NHWC, stays on the CPU
-    labels = [torch.tensor([v.index(x) + 1 if x in v else 0 for x in cells.labels.get(f, [None] * len(cells))])
+    n = len(cells)
+    images = torch.from_numpy(np.ascontiguousarray(cells.images)).to(dev)  # uint8 NHWC, moved once
+    labels = [torch.tensor([v.index(x) + 1 if x in v else 0 for x in cells.labels.get(f, [None] * n)], device=dev)
               for f, v in cfg["conditions"].items()]  # columns in the conditioner's (sorted) field order
-    values = [torch.as_tensor(np.asarray(getattr(cells, c), np.float32)) for c in cfg["continuous"]]
+    values = [torch.as_tensor(np.asarray(getattr(cells, c), np.float32)).to(dev) for c in cfg["continuous"]]
     sched = make_scheduler("ddpm", cfg)
     drop_p = 0.0 if train == "conditioner" else cfg["cond_drop_prob"]
     runs.append([step, max(step, steps)])  # (start, end) of each call, for provenance
     bar = tqdm(total=steps, initial=step, desc=mode, disable=not progress)
+    pending: list[torch.Tensor] = []  # this run's losses not yet read back (one 0-d tensor per step)
+
+    def read_losses() -> None:
+        if pending:
+            losses.extend(torch.stack(pending).tolist())
+            pending.clear()
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+
     while step < steps:
-        idx = torch.randint(0, len(cells), (batch_size,), generator=g)
+        idx = torch.randint(0, n, (batch_size,), generator=g, device=dev)
         x = dihedral(images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1, g)
-        noise = torch.randn(x.shape, generator=g)
-        t = torch.randint(0, cfg["num_train_timesteps"], (batch_size,), generator=g)
-        drop_all = torch.rand(batch_size, generator=g) < drop_p
-        lab = torch.zeros((batch_size, len(labels)), dtype=torch.long)
-        val = torch.zeros((batch_size, len(values)))
+        noise = torch.randn(x.shape, generator=g, device=dev)
+        t = torch.randint(0, cfg["num_train_timesteps"], (batch_size,), generator=g, device=dev)
+        drop_all = torch.rand(batch_size, generator=g, device=dev) < drop_p
+        lab = torch.zeros((batch_size, len(labels)), dtype=torch.long, device=dev)
+        val = torch.zeros((batch_size, len(values)), device=dev)
         for j, v in enumerate(labels):
-            lab[:, j] = torch.where(drop_all | (torch.rand(batch_size, generator=g) < drop_p), 0, v[idx])
+            lab[:, j] = torch.where(drop_all | (torch.rand(batch_size, generator=g, device=dev) < drop_p), 0, v[idx])
         for j, v in enumerate(values):
-            val[:, j] = torch.where(drop_all | (torch.rand(batch_size, generator=g) < drop_p), float("nan"), v[idx])
-        lab, val = lab.to(dev), val.to(dev)
-        x, noise, t = x.to(dev), noise.to(dev), t.to(dev)
+            val[:, j] = torch.where(drop_all | (torch.rand(batch_size, generator=g, device=dev) < drop_p),
+                                    float("nan"), v[idx])
         with autocast(dev):
             pred = raw.unet(sched.add_noise(x, noise, t), t, class_labels=raw.conditioner(lab, val)).sample
         target = sched.get_velocity(x, noise, t) if cfg["prediction_type"] == "v_prediction" else noise
@@ -393,15 +413,19 @@ def _fit(gen: Diffusion, cells: CellSet, out_dir: str | Path, *, steps: int, bat
         opt.step()
         ema_update(ema_params, params, ema_decay(step, cfg["ema_decay"]))
         step += 1
-        losses.append(float(loss.detach()))
+        pending.append(loss.detach())
         bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if len(pending) >= log_every:
+            read_losses()
         if sample_every and step % sample_every == 0:
             _write_grid(gen, out / "samples" / f"step_{step:06d}.png", grid_cols, grid_field)
         if (save_every and step % save_every == 0) or step == steps:
-            meta = {"step": step, "rng": rng_to_text(g), "mode": mode, "losses": losses, "runs": runs, "config": cfg}
+            read_losses()
+            meta = {"step": step, "rng": rng_to_text(g), "rng_device": dev.type, "mode": mode, "losses": losses,
+                    "runs": runs, "config": cfg}
             save_train_state(out / STATE_DIR, {"model": raw.state_dict(), "ema": gen.state_dict()}, {"optimizer": opt}, meta)
             gen.save_pretrained(out)
+    read_losses()
     bar.close()
     if not (out / "model.safetensors").is_file():  # resumed a finished run
         gen.save_pretrained(out)

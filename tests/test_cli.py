@@ -77,11 +77,6 @@ COMMANDS = [
 ]
 #: cli modules that still hold commands named otherwise (to split: one module per command)
 NOT_YET_SPLIT = {
-    "info": {"sources"},
-    "generate": {"train-generator", "finetune-generator"},
-    "score": {"train-encoder"},
-    "benchmark": {"mix"},
-    "compose": {"compose-overlaps"},
 }
 
 

@@ -12,17 +12,22 @@ from alldata.cli import app as _app
 from alldata.cli import (
     benchmark,
     card,
-    compose,
+    compose_overlaps,
     embed,
     export,
+    finetune_generator,
     generate,
     info,
     ingest,
     link_crops,
+    mix,
     previews,
     publish,
     score,
+    sources,
     split,
+    train_encoder,
+    train_generator,
     views,
 )
 
@@ -35,7 +40,7 @@ app = typer.Typer(
     add_completion=False,
 )
 #: in the order ``alldata --help`` lists them
-_COMMANDS = (ingest, split, link_crops, info, _app, generate, compose, score, views, embed, card, export, publish,
-             benchmark, previews)
+_COMMANDS = (ingest, split, link_crops, info, sources, _app, train_generator, finetune_generator, generate,
+             compose_overlaps, score, train_encoder, views, embed, card, export, publish, mix, benchmark, previews)
 for _module in _COMMANDS:
     app.registered_commands += _module.app.registered_commands

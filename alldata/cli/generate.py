@@ -1,78 +1,22 @@
-"""``alldata train-generator`` and ``alldata generate``."""
+"""``alldata generate``: sample a checkpoint into the dataset (resumable, with provenance).
+
+This module also hands ``train-generator`` and ``finetune-generator`` (their own modules) to
+the command list, in the ``--help`` order, ahead of ``generate``.
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from alldata.cli._common import console, handle_errors
+from alldata.cli._common import console, err_console, handle_errors
+
+__all__ = ["app"]
 
 app = typer.Typer()
-
-
-def _where(items: list[str] | None) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise typer.BadParameter(f"--where {item!r} is not field=value[|value] (e.g. cell_type=lymphoblast|lymphocyte)")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
-@app.command("train-generator")
-@handle_errors
-def train_generator(
-    family: Annotated[str, typer.Argument(help="a trainable generator family (diffusion, gan, ...)")],
-    dataset: Annotated[str, typer.Option("--dataset", "-d")] = "alldata",
-    out: Annotated[Path, typer.Option(help="checkpoint folder (resumes from it)")] = Path("checkpoints/generator"),
-    source: Annotated[list[str] | None, typer.Option(help="train on these sources (repeatable)")] = None,
-    split: Annotated[str, typer.Option(help="train | val | test | all")] = "train",
-    where: Annotated[list[str] | None, typer.Option(help="label filter field=a|b (repeatable)")] = None,
-    label_field: Annotated[list[str] | None, typer.Option(help="condition on these label fields")] = None,
-    image_size: Annotated[int, typer.Option(help="pixels (32-64 on CPU)")] = 64,
-    preset: Annotated[str, typer.Option(help="model size: tiny | cpu | gpu")] = "cpu",
-    steps: Annotated[int, typer.Option(help="optimisation steps")] = 1000,
-    batch_size: Annotated[int, typer.Option()] = 16,
-    seed: Annotated[int, typer.Option()] = 0,
-    sample_every: Annotated[int, typer.Option(help="write a sample grid every N steps")] = 200,
-    save_every: Annotated[int, typer.Option(help="save a resumable state every N steps")] = 200,
-    max_samples: Annotated[int | None, typer.Option(help="use at most N training images")] = None,
-) -> None:
-    """Train a generator on real cells of the train split (resumable; grids under OUT/samples)."""
-    from alldata.generate import train_generator as run
-
-    run(
-        family, dataset, out, image_size=image_size, sources=source, split=None if split == "all" else split,
-        where=_where(where), label_fields=label_field or ["cell_type"], max_samples=max_samples, preset=preset,
-        steps=steps, batch_size=batch_size, seed=seed, sample_every=sample_every, save_every=save_every,
-    )
-    console.print(f"checkpoint: {out}  (config.json + model.safetensors; sample grids in {out / 'samples'})")
-
-
-@app.command("finetune-generator")
-@handle_errors
-def finetune_generator(
-    checkpoint: Annotated[Path, typer.Option(help="a trained checkpoint (of a family that fine-tunes: diffusion, gan)")],
-    add: Annotated[list[str], typer.Option(help="new condition value field=value, e.g. subtype=L3 (repeatable)")],
-    where: Annotated[list[str], typer.Option(help="select the few examples: field=a|b (repeatable)")],
-    dataset: Annotated[str, typer.Option("--dataset", "-d")] = "alldata",
-    out: Annotated[Path, typer.Option(help="where the fine-tuned checkpoint goes")] = Path("checkpoints/finetuned"),
-    source: Annotated[list[str] | None, typer.Option(help="only these sources (repeatable)")] = None,
-    split: Annotated[str, typer.Option(help="train | val | test | all")] = "train",
-    steps: Annotated[int, typer.Option()] = 200,
-    seed: Annotated[int, typer.Option()] = 0,
-) -> None:
-    """Few-shot: teach a trained generator a rare class (e.g. FAB L3) from a handful of images."""
-    from alldata.generate import finetune_generator as run
-
-    added = _where(add)
-    run(checkpoint, dataset, out, add=added, where=_where(where), sources=source,
-        split=None if split == "all" else split, steps=steps, seed=seed)
-    cond = ",".join(f"{k}={v}" for k, v in added.items())
-    console.print(f"fine-tuned checkpoint: {out}  (sample it with --checkpoint {out} --condition {cond})")
 
 
 @app.command()
@@ -91,10 +35,12 @@ def generate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, make nothing")] = False,
 ) -> None:
     """Sample a checkpoint into the dataset, tagged `synthetic` with full provenance (resumable)."""
-    from alldata.generate import generate_to_dataset, plan_generation
+    from alldata.generate import FailedScoreWarning, generate_to_dataset, plan_generation, score_warning
     from alldata.generators.base import GENERATORS, parse_condition
 
     cond = parse_condition(condition)
+    if (msg := score_warning(checkpoint)) is not None:
+        err_console.print(f"[bold yellow]warning:[/] {msg}", highlight=False, markup=True, soft_wrap=True)
     if dry_run:
         plan = plan_generation(checkpoint, cond, num_samples, dataset, seed=seed, batch_size=batch_size)
         console.print(
@@ -106,7 +52,11 @@ def generate(
     options = {"sampler": sampler, "num_inference_steps": steps, "guidance_scale": guidance_scale}
     plan = plan_generation(checkpoint, cond, num_samples, dataset, seed=seed, batch_size=batch_size)
     kwargs = GENERATORS.get(plan.family).sample_options(options)
-    plan, added = generate_to_dataset(
-        checkpoint, cond, num_samples, dataset, out or checkpoint / "generated", seed=seed, batch_size=batch_size, **kwargs
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FailedScoreWarning)  # printed above
+        plan, added = generate_to_dataset(
+            checkpoint, cond, num_samples, dataset, out or checkpoint / "generated", seed=seed, batch_size=batch_size,
+            **kwargs,
+        )
     console.print(f"added {added} synthetic samples to {dataset!r} ({num_samples - plan.to_make} were already there)")
+

@@ -168,3 +168,28 @@ def test_bad_config(tmp_path):
         train(tmp_path / "x", norm_num_groups=5)
     with pytest.raises(GeneratorError, match="unknown diffusion config"):
         train(tmp_path / "x", channels=3)
+
+
+def test_fit_reads_losses_back_in_chunks_and_resumes_across_optimizer_kinds(tmp_path):
+    """One loss per step whatever the read-back interval; a fused AdamW's state resumes in a
+    plain one (implementation flags are not restored); a state whose random stream was saved
+    on another device type resumes with a warning and a fresh stream."""
+    from alldata.generators.diffusion import _fit
+
+    cells, out = make_cells(), tmp_path / "run"
+    gen = Diffusion.build({"image_size": 16, "conditions": cells.vocabulary(), "continuous": ["area"], **TINY}, device="cpu")
+    kw = {"batch_size": 4, "lr": 1e-3, "seed": 0, "resume": True, "sample_every": 0, "save_every": 0, "progress": False,
+          "train": "all", "mode": "train"}
+    _fit(gen, cells, out, steps=5, log_every=2, fused=True, **kw)
+    state = out / "train_state" / "state.json"
+    meta = json.loads(state.read_text())
+    assert meta["step"] == 5 and len(meta["losses"]) == 5 and meta["rng_device"] == "cpu"
+    assert all(np.isfinite(meta["losses"])) and meta["optimizers"]["optimizer"]["param_groups"][0]["fused"] is True
+    _fit(gen, cells, out, steps=7, log_every=50, fused=False, **kw)
+    meta = json.loads(state.read_text())
+    assert len(meta["losses"]) == 7 and not meta["optimizers"]["optimizer"]["param_groups"][0]["fused"]
+    meta["rng_device"] = "cuda"
+    state.write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="random stream was saved on cuda"):
+        _fit(gen, cells, out, steps=8, **kw)
+    assert len(json.loads(state.read_text())["losses"]) == 8
