@@ -20,6 +20,7 @@ from alldata.cli import app
 from alldata.generate import run_generator_job, training_view
 from alldata.recipes import Recipe, RecipeError, arm_kinds
 from alldata.schema import F
+from alldata.score import last_score
 from tests._fixtures import write_image
 
 runner = CliRunner()
@@ -103,6 +104,11 @@ def test_train_generator_and_generate_from_the_cli(cells_dataset, tmp_path):
     assert r.exit_code == 0 and "added 3" in r.output, r.output
     syn = fo.load_dataset(cells_dataset).match_tags(F.TAG_SYNTHETIC)
     assert set(syn.values(F.GENERATOR)) == {"toy"} and set(syn.values(f"{F.CELL_TYPE}.label")) == {"lymphoblast"}
+    r = runner.invoke(app, ["score", "--dataset", cells_dataset, "--checkpoint", str(ckpt), "--heldout-view", "split=val",
+                            "--train-encoder", "--encoder-epochs", "1", "--encoder-out", str(tmp_path / "enc"),
+                            "--report", str(tmp_path / "score.json")])
+    assert r.exit_code == 0 and "verdict:" in r.output, r.output
+    assert last_score(ckpt) is not None and last_score(ckpt).n_fake == 3  # score knows nothing of the family
     r = runner.invoke(app, ["train-generator", "toyy", "--dataset", cells_dataset, "--out", str(ckpt)])
     assert r.exit_code == 1 and "Did you mean 'toy'" in r.output
 
