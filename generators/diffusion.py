@@ -77,7 +77,7 @@ def make_unet(cfg: dict[str, Any]) -> nn.Module:
     )
 
 
-#: DPM-Solver++ settings for pixel-space sampling in [-1, 1]. Under the cosine schedule
+#: DPM-Solver++ settings for an *epsilon* checkpoint in [-1, 1]. Under the cosine schedule
 #: alpha_bar(999) is ~2.4e-9, so an epsilon error e becomes an x0 error of e * 2e4 at the first
 #: step, and the unclipped solver carries it to saturated (0/255) pixels. ``lambda_min_clipped``
 #: (diffusers: "critical for the cosine noise schedule") starts at log-SNR -10.2 (x0 error
@@ -93,20 +93,25 @@ DPM_SOLVER_KWARGS: dict[str, Any] = {
     "dynamic_thresholding_ratio": 0.995,
     "sample_max_value": float("inf"),
 }
+#: ... and for a v-prediction checkpoint (the default): x0 stays bounded at every t, so no
+#: clipping of lambda or thresholding; the thresholding darkened v samples by ~8 levels.
+DPM_SOLVER_V_KWARGS: dict[str, Any] = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 
 
 def make_scheduler(sampler: str, cfg: dict[str, Any]) -> Any:
     """A fresh diffusers scheduler for ``sampler`` ("dpm++", "ddim" or "ddpm").
 
     All three keep predicted x0 inside the data range: DDIM and DDPM clip it to [-1, 1]
-    (diffusers' ``clip_sample``), DPM-Solver++ uses :data:`DPM_SOLVER_KWARGS`.
+    (diffusers' ``clip_sample``), DPM-Solver++ uses :data:`DPM_SOLVER_KWARGS` for epsilon and
+    :data:`DPM_SOLVER_V_KWARGS` for v-prediction checkpoints.
     """
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
     common = {"num_train_timesteps": cfg["num_train_timesteps"], "beta_schedule": cfg["beta_schedule"],
               "prediction_type": cfg.get("prediction_type", "epsilon")}
     if sampler == "dpm++":
-        return DPMSolverMultistepScheduler(**common, **DPM_SOLVER_KWARGS)
+        kwargs = DPM_SOLVER_KWARGS if common["prediction_type"] == "epsilon" else DPM_SOLVER_V_KWARGS
+        return DPMSolverMultistepScheduler(**common, **kwargs)
     if sampler == "ddim":
         return DDIMScheduler(**common, timestep_spacing="trailing")
     if sampler == "ddpm":
