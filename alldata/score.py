@@ -232,10 +232,11 @@ def score_images(
 def _score(real: np.ndarray, synthetic: np.ndarray, extractor: FeatureExtractor | None, *,
            gates: Gates, params: ScoreParams, heldout: np.ndarray | None = None,
            labels: tuple[dict, dict, dict] | None = None, label_field: str | None = None,
+           pixels: tuple[np.ndarray, np.ndarray] | None = None,
            **fields: Any) -> tuple[ScoreReport, Memorisation | None]:
     metrics, skipped, mem = _measure(real, synthetic, extractor, heldout=heldout, labels=labels,
                                      label_field=label_field, params=params)
-    pr, ps = _pixels(real), _pixels(synthetic)
+    pr, ps = (_pixels(p) for p in (pixels or (real, synthetic)))
     results = judge(pr, ps, metrics, gates, skipped)
     report = ScoreReport(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), n_real=len(real), n_fake=len(synthetic),
@@ -320,6 +321,20 @@ def _load(view: fo.DatasetView, what: str, flt: dict[str, str], image_size: int,
         return load_cells(view, image_size, progress=progress)
     except AlldataError:
         raise _no_cells(what, flt) from None
+
+
+def _own_size(view: fo.DatasetView) -> int | None:
+    """The side of the first synthetic image when all of them are square and one size, else None."""
+    from PIL import Image
+
+    sizes = set()
+    for path in view.match({F.IMAGE_KIND: "cell"}).limit(64).values("filepath"):
+        with Image.open(path) as im:
+            sizes.add(im.size)
+    if len(sizes) != 1:
+        return None
+    w, h = sizes.pop()
+    return w if w == h else None
 
 
 def _no_cells(what: str, flt: dict[str, str]) -> ScoreError:
@@ -409,6 +424,10 @@ def score_dataset(
     size = image_size or getattr(encoder, "image_size", 64)
     syn = _load(view, "synthetic", syn_f, size, progress)
     real = _load(real_view(ds, real_f), "real", real_f, size, progress)
+    pixels, native = None, _own_size(view)
+    if native is not None and native != size:  # pixel gates at the generator's size, not the encoder's
+        pixels = (_load(real_view(ds, real_f), "real", real_f, native, progress).images,
+                  _load(view, "synthetic", syn_f, native, progress).images)
     held, held_text = None, None
     if heldout_filter is not None:
         held_f = _as_filter(heldout_filter, "real")
@@ -421,7 +440,7 @@ def score_dataset(
         real.images, syn.images, encoder, gates=gates or Gates(), params=params or ScoreParams(),
         heldout=None if held is None else held.images,
         labels=None if held is None else (real.labels, syn.labels, held.labels), label_field=label_field,
-        dataset=ds.name, synthetic_view=_view_text(syn_f), real_view=_view_text(real_f), heldout_view=held_text,
+        pixels=pixels, pixel_size=native if pixels is not None else None, dataset=ds.name, synthetic_view=_view_text(syn_f), real_view=_view_text(real_f), heldout_view=held_text,
         checkpoint=None if checkpoint is None else str(Path(checkpoint).resolve()), checkpoint_sha256=sha,
         encoder=describe() if describe else ({"kind": encoder.name} if encoder is not None else None),
         report_path=str(path),

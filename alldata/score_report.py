@@ -121,6 +121,8 @@ class ScoreReport(_Model):
     n_fake: int
     n_heldout: int = 0
     image_size: int | None = None
+    #: size the pixel gates were measured at: the synthetic images' own (None: ``image_size``)
+    pixel_size: int | None = None
     encoder: dict[str, Any] | None = None
     params: ScoreParams = Field(default_factory=ScoreParams)
     gates_config: Gates = Field(default_factory=Gates)

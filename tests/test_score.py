@@ -304,3 +304,30 @@ def test_score_dataset_end_to_end_and_cli(tmp_path, dataset_name):
     r = runner.invoke(app, ["score", "--dataset", dataset_name, "--real-view", "split=test", "--encoder",
                             str(tmp_path / "enc")])
     assert r.exit_code == 1 and "holds no cell images" in r.output
+
+
+def test_pixel_gates_are_measured_at_the_generators_own_size(tmp_path, dataset_name):
+    """32-px samples scored at 64 px (an encoder's size) are upsampled, hence smoother than real cells
+    read at 64: the pixel gates must compare both at 32."""
+    from alldata.generators.data import load_cells
+
+    from alldata.metrics.generative import pixel_statistics
+
+    real_root = tmp_path / "real"
+    for i in range(6):
+        img = np.kron(_cell_array((90, 60, 160), 11, seed=i), np.ones((2, 2, 1), np.uint8))  # 64 px
+        img = np.clip(img + rng(50 + i).normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+        (real_root / "lymphoblast").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(real_root / "lymphoblast" / f"b{i}.png")
+    ingest("folder", dataset_name, root=real_root, progress=False)
+    fo.load_dataset(dataset_name).set_values(F.SPLIT, ["train"] * 6)
+    syn = tmp_path / "syn"
+    _synthetic(dataset_name, syn, {f"s{i}": _cell(syn / f"s{i}.png", (90, 60, 160), 11, seed=300 + i) for i in range(3)},
+               "diffusion")
+    report = score_dataset(dataset_name, "generator=diffusion", "split=train", None, 64, heldout_filter=None,
+                           report_path=tmp_path / "r.json")
+    assert report.image_size == 64 and report.pixel_size == 32
+    at32 = load_cells(fo.load_dataset(dataset_name).match_tags("synthetic"), 32, progress=False).images
+    at64 = load_cells(fo.load_dataset(dataset_name).match_tags("synthetic"), 64, progress=False).images
+    assert report.pixels_synthetic.hf_energy == pytest.approx(pixel_statistics(at32).hf_energy)
+    assert pixel_statistics(at64).hf_energy < 0.8 * report.pixels_synthetic.hf_energy  # what the old code compared
