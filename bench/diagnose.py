@@ -16,41 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
+from _cells import load_npz, train_for
 from alldata.generators import GENERATORS, Generator
-from alldata.generators.data import CellSet
 from alldata.generators.diagnostics import nearest_rms, sampler_sweep, x0_reconstruction
 
 from alldata.metrics.generative import pixel_statistics
 
 TIMESTEPS = (10, 100, 300, 500, 700, 900, 999)
-
-
-def load_npz(path: str, label_field: str) -> tuple[CellSet, np.ndarray, list[str]]:
-    """Training cells (labelled with ``label_field``), held-out images and their labels."""
-    z = np.load(path)
-    train, labels = z["images_train"], [str(v) or None for v in z["labels_train"]]
-    n = len(train)
-    cells = CellSet(train, {label_field: labels}, np.full(n, np.nan), np.full(n, np.nan))
-    return cells, z["images_test"], [str(v) for v in z["labels_test"]]
-
-
-def train_for(cells: CellSet, out: Path, minutes: float, chunk: int, **kwargs) -> dict[str, float]:
-    """Train in resumable chunks of ``chunk`` steps until ``minutes`` have passed."""
-    family = GENERATORS.get("diffusion")
-    t0, steps = time.perf_counter(), 0
-    state = out / "train_state" / "state.json"
-    if state.is_file():
-        steps = json.loads(state.read_text())["step"]
-    while time.perf_counter() - t0 < minutes * 60:
-        steps += chunk
-        family.train(cells, out, steps=steps, resume=True, sample_every=0, save_every=chunk, **kwargs)
-    losses = json.loads(state.read_text())["losses"]
-    return {"steps": steps, "seconds": round(time.perf_counter() - t0, 1),
-            "loss_first50": round(float(np.mean(losses[:50])), 4), "loss_last200": round(float(np.mean(losses[-200:])), 4)}
 
 
 def raw_weights(out: Path, device: str) -> Generator | None:
@@ -85,7 +60,7 @@ def main() -> None:
     report: dict = {"cells": args.cells, "n_train": len(cells), "n_test": len(test)}
     if args.train_minutes:
         family = GENERATORS.get("diffusion")
-        report["train"] = train_for(cells, out, args.train_minutes, args.chunk, batch_size=args.batch_size, lr=args.lr,
+        report["train"] = train_for(cells, out, args.train_minutes * 60, args.chunk, batch_size=args.batch_size, lr=args.lr,
                                     progress=True, device=args.device, prediction_type=args.prediction_type,
                                     **family.preset(args.preset))
     gen = Generator.from_pretrained(out, device=args.device)

@@ -61,6 +61,7 @@ def _project() -> None:
 
 _project()
 
+from _cells import load_npz, train_for
 from alldata.generators._torch import ConditionEmbedder, autocast, ema_update, save_grid, select_device
 from alldata.generators.data import CellSet
 from alldata.generators.diffusion import Diffusion, make_scheduler, make_unet, sample_loop
@@ -85,22 +86,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.batch_size <= 0 or args.size <= 0 or args.minutes_train < 0:
         raise ValueError("--batch-size and --size must be positive and --minutes-train not negative")
     return args
-
-
-def load_cells(path: str, size: int) -> tuple[CellSet, np.ndarray, np.ndarray]:
-    """Training cells labelled with ``subtype`` ("" = unknown), held-out images and labels."""
-    z = np.load(path)
-    train, test = z["images_train"], z["images_test"]
-    if train.shape[1] != size:
-        from PIL import Image
-
-        def resize(a: np.ndarray) -> np.ndarray:
-            return np.stack([np.asarray(Image.fromarray(x).resize((size, size), Image.BICUBIC)) for x in a])
-
-        train, test = resize(train), resize(test)
-    labels = [str(v) or None for v in z["labels_train"]]
-    n = len(train)
-    return CellSet(train, {LABEL_FIELD: labels}, np.full(n, np.nan), np.full(n, np.nan)), test, z["labels_test"].astype(str)
 
 
 def sync(device: str) -> None:
@@ -187,22 +172,13 @@ def train_speed(cells: CellSet, cfg: dict[str, Any], args: argparse.Namespace, d
     return out
 
 
-def train_for(cells: CellSet, cfg: dict[str, Any], args: argparse.Namespace, device: str, run: Path,
-              img_per_s: float) -> dict[str, Any]:
+def train_chunked(cells: CellSet, cfg: dict[str, Any], args: argparse.Namespace, device: str, run: Path,
+                  img_per_s: float) -> dict[str, Any]:
     """(b) Diffusion.train in resumable chunks of about a minute until --minutes-train have passed."""
     chunk = max(5 if args.tiny else 50, int((10 if args.tiny else 60) * img_per_s / args.batch_size))
-    budget, t0, steps = args.minutes_train * 60, time.perf_counter(), 0
-    while True:
-        steps += chunk
-        Diffusion.train(cells, run, steps=steps, batch_size=args.batch_size, lr=args.lr, resume=True, sample_every=0,
-                        save_every=chunk, progress=False, device=device, **cfg)
-        spent = time.perf_counter() - t0
-        if spent + spent / (steps / chunk) > budget:  # the next chunk would overrun
-            break
-    losses = json.loads((run / "train_state" / "state.json").read_text())["losses"]
-    return {"steps": steps, "chunk": chunk, "seconds": round(time.perf_counter() - t0, 1),
-            "images_seen": steps * args.batch_size, "loss_first50": round(float(np.mean(losses[:50])), 4),
-            "loss_last200": round(float(np.mean(losses[-200:])), 4)}
+    out = train_for(cells, run, args.minutes_train * 60, chunk, batch_size=args.batch_size, lr=args.lr,
+                    progress=False, device=device, **cfg)
+    return {**out, "chunk": chunk, "images_seen": out["steps"] * args.batch_size}
 
 
 def stats(images: np.ndarray) -> dict[str, Any]:
@@ -307,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if torch.device(device).type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    cells, test, test_labels = load_cells(args.cells, args.size)
+    cells, test, test_labels = load_npz(args.cells, LABEL_FIELD, args.size)
     cfg = config(cells, args.size, args.preset)
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if torch.device(device).type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
@@ -325,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     save()
     run = out / "quality_run"
     shutil.rmtree(run, ignore_errors=True)  # a fresh run each call
-    report["quality_train"] = train_for(cells, cfg, args, device, run, report["train_speed"]["train_img_per_s"])
+    report["quality_train"] = train_chunked(cells, cfg, args, device, run, report["train_speed"]["train_img_per_s"])
     print("quality run:", report["quality_train"], flush=True)
     gen = Diffusion.from_pretrained(run, device=device)
     report["quality"], notes = quality(gen, test, test_labels, args, out)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from alldata.generators.base import GeneratorError
 
-from alldata.metrics.generative import pixel_statistics
+from alldata.metrics.generative import nearest, pixel_statistics
 
 __all__ = ["dihedral_views", "implied_x0", "nearest_rms", "sampler_sweep", "x0_reconstruction"]
 
@@ -32,10 +32,8 @@ def dihedral_views(images: np.ndarray) -> np.ndarray:
 def nearest_rms(samples: np.ndarray, train: np.ndarray, *, dihedral: bool = True) -> np.ndarray:
     """Per sample, the RMS pixel distance (0-255 levels) to its nearest training image."""
     ref = dihedral_views(train) if dihedral else train
-    a = samples.reshape(len(samples), -1).astype(np.float64)
-    b = ref.reshape(len(ref), -1).astype(np.float64)
-    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T
-    return np.sqrt(np.maximum(d2, 0).min(1) / a.shape[1])
+    _, dist = nearest(samples.reshape(len(samples), -1).astype(np.float64), ref.reshape(len(ref), -1).astype(np.float64))
+    return dist / np.sqrt(samples[0].size)
 
 
 def implied_x0(x_t: torch.Tensor, out: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:

@@ -27,6 +27,7 @@ __all__ = [
     "frechet_distance",
     "kid",
     "memorisation",
+    "nearest",
     "pixel_statistics",
     "precision_recall",
 ]
@@ -66,7 +67,7 @@ def _kth_nn_radius(x: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _nearest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nearest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each row of ``a``: index of and distance to its nearest row of ``b``."""
     idx, dist = np.empty(len(a), np.int64), np.empty(len(a))
     for i, d in _dist_chunks(a, b):
@@ -211,7 +212,7 @@ def memorisation(train_real: np.ndarray, fake: np.ndarray, percentile: float = 5
     if not 0 <= percentile <= 100:
         raise MetricError(f"percentile must be in [0, 100], got {percentile}")
     real_nn = _kth_nn_radius(r, 1)
-    idx, d = _nearest(f, r)
+    idx, d = nearest(f, r)
     ref = real_nn[idx]
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(ref > 0, d / np.where(ref > 0, ref, 1.0), np.where(d > 0, np.inf, 0.0))
