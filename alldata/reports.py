@@ -31,11 +31,15 @@ __all__ = [
     "ArmResult",
     "BenchmarkSummary",
     "CellSummary",
+    "ExternalDrop",
+    "ExternalResult",
     "FoldSummary",
     "Gain",
     "GapRecovered",
     "IngestProblem",
     "IngestReport",
+    "LabelConflict",
+    "LabelCopy",
     "MetricSummary",
     "PoolSummary",
     "ReportError",
@@ -146,6 +150,41 @@ class PoolSummary(_Contract):
     left_out: dict[str, int]
 
 
+class ExternalDrop(_Contract):
+    """One arm × model × metric on the external pool next to its in-pool (cross-validated) value;
+    ``drop`` is external − in-pool (negative: worse on the new data)."""
+
+    arm: str
+    model: str
+    metric: str
+    in_pool: Num
+    in_pool_ci_low: Num
+    in_pool_ci_high: Num
+    external: Num
+    external_ci_low: Num
+    external_ci_high: Num
+    drop: Num
+
+
+class ExternalResult(_Contract):
+    """A recipe's external test pool (``test:``): models trained on the whole training pool,
+    scored on another dataset or selection. ``gains`` are paired on the same external rows
+    (CI over external groups); ``selected`` is each arm's model chosen by in-pool CV;
+    ``model_dirs`` maps a cell key to its saved model folder (relative to the run)."""
+
+    dataset: str
+    sources: list[str]
+    where: dict[str, Any] | None = None
+    pool: PoolSummary
+    arms: list[ArmResult]
+    gains: list[Gain]
+    cells: list[CellSummary]
+    drops: list[ExternalDrop] = Field(default_factory=list)
+    selected: dict[str, str] = Field(default_factory=dict)
+    prediction_fields: dict[str, str] = Field(default_factory=dict)
+    model_dirs: dict[str, str] = Field(default_factory=dict)
+
+
 class BenchmarkSummary(_Contract):
     """What one benchmark run found: ``metrics.json`` (written by the engine).
 
@@ -188,6 +227,8 @@ class BenchmarkSummary(_Contract):
     machine: dict[str, Any] = Field(default_factory=dict)
     prediction_fields: dict[str, str] = Field(default_factory=dict)
     plots: list[str] = Field(default_factory=list)
+    #: the external test pool's results (``test:`` in the recipe); ``arms``/``gains`` above are then in-pool CV
+    external: ExternalResult | None = None
 
 
 # --- ingest ---------------------------------------------------------------------------------------
@@ -199,13 +240,31 @@ class IngestProblem(_Contract):
     severity: Literal["skipped", "warning"] = "skipped"
 
 
+class LabelCopy(_Contract):
+    """One copy of a file in a :class:`LabelConflict`: its key, file and labels (field -> value)."""
+
+    key: str
+    filepath: str
+    labels: dict[str, str]
+
+
+class LabelConflict(_Contract):
+    """Byte-identical files (same ``sha256``) that carry different labels; ``fields`` disagree."""
+
+    sha256: str
+    fields: list[str]
+    copies: list[LabelCopy]
+
+
 class IngestReport(_Contract):
     """What one ``alldata ingest`` of one source did (``ingest-<source>.json``).
 
     Counts are of this run: ``found`` files, of which ``added``, ``updated`` (replaced) and
     ``unchanged``; ``not_on_disk``: samples of the source in the dataset whose file this run
-    did not find; ``duplicates_tagged``: samples of this source tagged ``duplicate`` after the
-    run (byte-identical to another sample of any source), not the whole dataset's count.
+    did not find; ``duplicates_tagged``: samples loaded by this run that are tagged ``duplicate``
+    after it (byte-identical to another sample of any source), not the whole dataset's count;
+    ``label_conflicts``: the groups of exact duplicates with different labels that involve
+    this run's samples (tagged ``label_conflict``; each copy also has a warning in ``problems``).
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -218,6 +277,7 @@ class IngestReport(_Contract):
     unchanged: int = 0
     not_on_disk: int = 0
     duplicates_tagged: int = 0
+    label_conflicts: list[LabelConflict] = Field(default_factory=list)
     seconds: float = 0.0
     finished: datetime | None = None
     problems: list[IngestProblem] = Field(default_factory=list)
@@ -243,8 +303,9 @@ class IngestReport(_Contract):
         """One line for people: ``bccd: 364 files, 364 added, ...``."""
         return (
             f"{self.source}: {self.found} files, {self.added} added, {self.updated} updated, "
-            f"{self.unchanged} unchanged, {len(self.skipped)} skipped, {len(self.warnings)} warnings "
-            f"({self.seconds:.1f} s)"
+            f"{self.unchanged} unchanged, {len(self.skipped)} skipped, {len(self.warnings)} warnings"
+            + (f", {len(self.label_conflicts)} label conflict(s)" if self.label_conflicts else "")
+            + f" ({self.seconds:.1f} s)"
         )
 
 

@@ -4,7 +4,8 @@
 (``alldata-``) and leaves views a user saved under other names alone; re-running replaces
 alldata's views (stale ones are deleted), so it is idempotent. ``alldata app`` runs it
 before serving; ``alldata views NAME`` runs it on its own. The views: real, synthetic, per
-source, per generator and condition, duplicates and cross-source duplicates, split leaks,
+source, per generator and condition, duplicates, label conflicts between duplicates
+(:mod:`alldata.curation`) and cross-source duplicates, split leaks,
 likely copies next to their nearest real sample, near duplicates, model mistakes per
 ``pred_*`` field (:func:`truth_of`) and rejected samples (:mod:`alldata.curation`).
 
@@ -22,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from alldata.curation import REJECT_TAG
+from alldata.curation import LABEL_CONFLICT_TAG, REJECT_TAG
 from alldata.errors import AlldataError
 from alldata.schema import F
 
@@ -244,6 +245,9 @@ def _definitions(ds: fo.Dataset, truth: Mapping[str, str] | None, skipped: dict[
     defs += [
         (_name("duplicates"), ds.match_tags(F.TAG_DUPLICATE).sort_by(F.SHA256),
          "byte-identical files (tag duplicate); copies adjacent, duplicate_of names the kept one", _ORANGE),
+        (_name("label-conflicts"), ds.match_tags(LABEL_CONFLICT_TAG).sort_by(F.SHA256),
+         f"byte-identical files whose labels disagree (tag {LABEL_CONFLICT_TAG}); copies adjacent; fix one label",
+         _RED),
         (_name("cross-source-duplicates"), _cross_source(ds),
          "byte-identical files found in two or more sources; copies adjacent", _ORANGE),
         (_name("split-leaks"), _leaks(ds),

@@ -24,13 +24,23 @@ def read_positions(path: Path, warn) -> dict[str, list[tuple[int, int]]]:
     * merged (i2mtc tutorial): a ``blasts`` line, points, a ``normal`` line, points
       (``x y``, single space).
     Returns ``{"blasts": [...], "normal": [...]}`` of integer ``(x, y)`` = (column, row).
+    Raises :class:`AnnotationError` when the file cannot be read as UTF-8 text.
     """
-    out: dict[str, list[tuple[int, int]]] = {"blasts": [], "normal": []}
+    return {k: [(x, y) for x, y, _ in v] for k, v in _read_points(path, warn).items()}
+
+
+def _read_points(path: Path, warn) -> dict[str, list[tuple[int, int, int]]]:
+    """:func:`read_positions` with each point's line number: ``(x, y, line)``."""
+    out: dict[str, list[tuple[int, int, int]]] = {"blasts": [], "normal": []}
     section = "blasts"
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise AnnotationError(f"{path}: cannot read positions ({e})") from None
+    except UnicodeDecodeError as e:
+        raise AnnotationError(
+            f"{path}: not a text positions file (byte {e.start:,} is not UTF-8 text); its points were not used"
+        ) from None
+    except OSError as e:
+        raise AnnotationError(f"{path}: cannot read positions ({e.strerror or e}); its points were not used") from None
     for n, line in enumerate(lines, 1):
         text = line.strip()
         if not text:
@@ -42,7 +52,7 @@ def read_positions(path: Path, warn) -> dict[str, list[tuple[int, int]]]:
         if len(parts) != 2 or not all(p.lstrip("-").isdigit() for p in parts):
             warn(path, f"line {n}: {text[:40]!r} is not 'x y' integers; skipped")
             continue
-        out[section].append((int(parts[0]), int(parts[1])))
+        out[section].append((int(parts[0]), int(parts[1]), n))
     return out
 
 
@@ -126,7 +136,13 @@ class ALLIDB1(Source):
             self._missing(f"no images in {self.img_dir}")
 
     def items(self) -> list[Path]:
-        return list_images(self.img_dir)
+        images = list_images(self.img_dir)
+        stems = {p.stem for p in images}
+        own = sorted((self.root / "ALL_IDB1" / "xyc").glob("*.xyc")) + sorted(self.root.glob("*/WSIs/positions/*.xyc"))
+        self.report_orphans(own, stems, "its positions were not ingested")
+        if self.other.is_dir():  # ALL-IDB-Patches annotates all 108 images; a copy may hold fewer
+            self.report_orphans(sorted(self.other.glob("*.xyc")), stems, "their points were not used", summary=True)
+        return images
 
     def _position_files(self, stem: str) -> list[Path]:
         cands = [self.root / "ALL_IDB1" / "xyc" / f"{stem}.xyc"]
@@ -139,14 +155,20 @@ class ALLIDB1(Source):
             raise AnnotationError(f"{path}: name is not ImXXX_Y (Y = 0 healthy, 1 ALL); cannot read the label")
         info = self._image(path)
         w, h = info.width, info.height
-        blasts: dict[tuple[int, int], None] = {}
-        normal: dict[tuple[int, int], None] = {}
+        blasts: dict[tuple[int, int], tuple[Path, int]] = {}  # point -> (file, line) it came from
+        normal: dict[tuple[int, int], tuple[Path, int]] = {}
         files = self._position_files(path.stem)
         other = self.other / f"{path.stem}.xyc"
         for f in files + ([other] if other.is_file() else []):
-            pos = read_positions(f, self.warn)
-            blasts.update(dict.fromkeys(pos["blasts"] if f != other else []))
-            normal.update(dict.fromkeys(pos["normal"] + (pos["blasts"] if f == other else [])))
+            try:
+                pos = _read_points(f, self.warn)
+            except AnnotationError as e:  # an unreadable positions file costs its points, not the image
+                self.warn(f, str(e))
+                continue
+            for (x, y, n) in pos["blasts"] if f != other else []:
+                blasts.setdefault((x, y), (f, n))
+            for (x, y, n) in pos["normal"] + (pos["blasts"] if f == other else []):
+                normal.setdefault((x, y), (f, n))
         return self._sample(
             path,
             info,
@@ -155,16 +177,17 @@ class ALLIDB1(Source):
             ground_truth=m.group(2),
             diagnosis=Diagnosis.ALL if m.group(2) == "1" else Diagnosis.healthy,
             device=info.exif_model,
-            blasts=self._points(path, blasts, CellType.lymphoblast, w, h) if files else None,
-            other_wbcs=self._points(other, normal, CellType.wbc, w, h) if (files or other.is_file()) else None,
+            blasts=self._points(blasts, CellType.lymphoblast, w, h) if files else None,
+            other_wbcs=self._points(normal, CellType.wbc, w, h) if (files or other.is_file()) else None,
             cells=self._cells(path.stem, w, h),
         )
 
-    def _points(self, where: Path, pts: dict, label: CellType, w: int, h: int) -> list[Point]:
+    def _points(self, pts: dict[tuple[int, int], tuple[Path, int]], label: CellType, w: int, h: int) -> list[Point]:
+        """Relative points; one outside the image is reported under its positions file and line."""
         out = []
-        for x, y in pts:
+        for (x, y), (where, n) in pts.items():
             if not (0 <= x < w and 0 <= y < h):
-                self.warn(where, f"point ({x}, {y}) is outside the {w}x{h} image; skipped")
+                self.warn(where, f"line {n}: point ({x}, {y}) is outside the {w}x{h} image; skipped")
                 continue
             out.append(Point(label=label, x=(x + 0.5) / w, y=(y + 0.5) / h))
         return out

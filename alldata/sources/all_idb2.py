@@ -102,7 +102,11 @@ class ALLIDB2(Source):
             self._missing(f"no images in {self.img_dir}")
 
     def items(self) -> list[Path]:
-        return list_images(self.img_dir)
+        images = list_images(self.img_dir)
+        stems = {p.stem for p in images}
+        for folder in (self.putzu_masks, self.banik_masks):  # mask sets cover all 260 crops; a copy may hold fewer
+            self.report_orphans(list_images(folder), stems, "these masks were not used", summary=True)
+        return images
 
     def load(self, path: Path) -> Sample:
         m = _NAME.match(path.stem)

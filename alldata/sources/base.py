@@ -26,6 +26,10 @@ from alldata.schema import ImageKind, Sample
 
 __all__ = ["IMAGE_SUFFIXES", "SOURCES", "Problem", "Source", "list_images"]
 
+#: The content type each image suffix promises (a mismatch is reported as a warning).
+_SUFFIX_MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".tif": "image/tiff",
+                ".tiff": "image/tiff", ".bmp": "image/bmp"}
+
 #: Every loader, by registry key (``@SOURCES.register("name")`` on the class).
 SOURCES: Registry[type[Source]] = Registry("source")
 
@@ -81,6 +85,15 @@ class Source:
         """Load one image file and its labels as a validated :class:`Sample`."""
         raise NotImplementedError
 
+    def quick_stamp(self, path: Path) -> tuple[str, str] | None:
+        """``(source_id, stamp)`` from file metadata alone, or None (default: a re-run reads the file again).
+
+        A source whose record depends only on files it can ``stat`` returns a stamp that changes
+        whenever any of them (or the label mapping) changes; ingest then skips a file whose
+        stored stamp is equal without reading it.
+        """
+        return None
+
     # --- helpers for subclasses -------------------------------------------------------
     def __iter__(self) -> Iterator[Sample]:
         """Yield every loadable sample; unloadable files are recorded in :attr:`problems`."""
@@ -115,6 +128,29 @@ class Source:
             self._skipped_once.add(str(path))
         self.skip(path, reason)
 
+    def report_orphans(self, annotations: list[Path], has_image: set[str], what: str, *, summary: bool = False) -> None:
+        """Record annotation files whose stem is not in ``has_image`` (once, however often called).
+
+        ``what`` says what was lost, e.g. ``"its boxes were not ingested"``. Each orphan is
+        ``skipped``; with ``summary`` (supplementary sets annotating more images than a copy
+        may hold) one ``warning`` per folder names them all.
+        """
+        orphans = [a for a in annotations if a.stem not in has_image]
+        if summary and orphans:
+            folder = orphans[0].parent
+            names = ", ".join(a.name for a in orphans[:10]) + (f" and {len(orphans) - 10} more" if len(orphans) > 10 else "")
+            reason = f"{len(orphans)} file(s) here have no image of the same name ({names}); {what}"
+            found = [(folder, reason, "warning")]
+        else:
+            found = [(a, f"annotation file with no image: no image named {a.stem}.* was found; {what}", "skipped")
+                     for a in orphans]
+        for where, reason, severity in found:
+            with self._lock:
+                if str(where) in self._skipped_once:
+                    continue
+                self._skipped_once.add(str(where))
+                self.problems.append(Problem(str(where), reason, severity))
+
     def _missing(self, what: str) -> NoReturn:
         raise SourceNotFoundError(
             f"{self.title} not found: {what}.\n"
@@ -138,12 +174,18 @@ class Source:
         return "\n".join(block).rstrip()
 
     def _image(self, path: Path) -> ImageInfo:
-        return inspect_image(path)
+        info = inspect_image(path)
+        promised = _SUFFIX_MIME.get(path.suffix.lower())
+        if promised and info.mime_type != promised:
+            real = info.mime_type.split("/")[-1].upper()
+            self.warn(path, f"named {path.suffix} but the content is {real}; ingested as {info.mime_type} "
+                            f"(rename it to match its content)")
+        return info
 
     def _sample(self, path: Path, info: ImageInfo, source_id: str, group_id: str, **fields: Any) -> Sample:
         """Build a :class:`Sample` with the identity fields filled from the class and ``info``."""
         return Sample(
-            filepath=str(path.resolve()),
+            filepath=str(path.parent.resolve() / path.name),  # a symlink keeps its own name
             source=self.name,
             source_id=source_id,
             sha256=info.sha256,
@@ -161,9 +203,15 @@ class Source:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder`` (sorted; hidden files ignored)."""
+    """Image files directly in ``folder`` (sorted; hidden files ignored).
+
+    Symbolic links are listed even when broken, so loading them reports the broken link
+    instead of leaving the file out without a word.
+    """
     if not folder.is_dir():
         return []
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        p
+        for p in folder.iterdir()
+        if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )

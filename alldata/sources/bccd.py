@@ -138,7 +138,10 @@ class BCCD(Source):
                 self._missing(f"folder {self.voc / sub} does not exist")
 
     def items(self) -> list[Path]:
-        return list_images(self.voc / "JPEGImages")
+        images = list_images(self.voc / "JPEGImages")
+        xmls = sorted(p for p in (self.voc / "Annotations").glob("*.xml") if not p.name.startswith("."))
+        self.report_orphans(xmls, {p.stem for p in images}, "its boxes were not ingested (no JPEGImages/ file of that name)")
+        return images
 
     @cached_property
     def _splits(self) -> dict[str, str]:

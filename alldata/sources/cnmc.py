@@ -189,6 +189,8 @@ class CNMC(Source):
                 train += list_images(sub)
         train.sort(key=lambda q: _natural(q, p.train))
         prelim = sorted(list_images(p.prelim), key=lambda q: _natural(q, p.prelim))
+        if prelim:
+            self._prelim_labels(p)  # read once here, before any loading process starts
         final = sorted(list_images(p.final), key=lambda q: _natural(q, p.final))
         return train + prelim + final
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from alldata.schema import CellType, Diagnosis, ImageKind, Subtype
-from alldata.sources.base import SOURCES
+from alldata.sources.base import SOURCES, list_images
 from alldata.sources.folder import ClassFolderSource
 
 __all__ = ["Taleqani"]
@@ -50,6 +50,13 @@ class Taleqani(ClassFolderSource):
     @property
     def class_dir(self) -> Path:
         return self.root / "Original"
+
+    def items(self) -> list[Path]:
+        images = super().items()
+        for d in sorted(p for p in (self.root / "Segmented").glob("*") if p.is_dir()):
+            have = {p.stem for p in list_images(self.class_dir / d.name)}
+            self.report_orphans(list_images(d), have, f"no Original/{d.name}/ copy, not used", summary=True)
+        return images
 
     def extra_fields(self, path: Path) -> dict[str, Any]:
         seg = self.root / "Segmented" / path.parent.name / path.name

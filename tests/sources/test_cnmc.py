@@ -227,7 +227,7 @@ def test_corrupt_and_empty_files_skipped(kaggle: Path) -> None:
     assert len(list(src)) == TOTAL
     skipped = {Path(p.path).name: p.reason for p in src.problems if p.severity == "skipped"}
     assert set(skipped) == {bad.name, empty.name}
-    assert bad.name in skipped[bad.name] and "cannot decode" in skipped[bad.name]
+    assert bad.name in skipped[bad.name] and "truncated: the BMP data ends at byte 162" in skipped[bad.name]
     assert "empty" in skipped[empty.name]
 
 
