@@ -21,6 +21,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
 os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"  # MongoDB 6.0 "oldest supported" notice
 os.environ["ALLDATA_HOME"] = tempfile.mkdtemp(prefix="alldata-test-home-")
+# `alldata app` links the App plugin into the plugins dir: never the user's ~/fiftyone/__plugins__
+os.environ["FIFTYONE_PLUGINS_DIR"] = tempfile.mkdtemp(prefix="alldata-test-plugins-")
 if os.environ.get("ALLDATA_TEST_DATABASE_URI"):  # a team may point tests at their own server
     os.environ["FIFTYONE_DATABASE_URI"] = os.environ["ALLDATA_TEST_DATABASE_URI"]
 else:

@@ -4,7 +4,9 @@ Starts FiftyOne's App server (the process ``alldata app`` runs) on a free port a
 test database, drives Debian's ``chromium`` over the DevTools protocol (a small stdlib
 WebSocket client below: no extra packages) and keeps a screenshot of what a user sees.
 The screenshot is written under ``$ALLDATA_TEST_ARTIFACTS`` when set, else pytest's tmp dir;
-its path is printed.
+its path is printed. The second test drives the same chromium with Playwright's Python API
+(no browser download) to run alldata's plugin from the App: an operator on a selected sample,
+then the ``alldata sample`` panel (its screenshot: bench/figures/app-panel.png).
 """
 
 from __future__ import annotations
@@ -276,3 +278,125 @@ def test_a_saved_view_opens_in_the_app(app_server, dataset_name, tmp_path):
     assert not re.search(r"\b7\s+samples\b", text)  # not the whole dataset
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(ds) == 7 and len(ds.match({F.IS_SYNTHETIC: True})) == 3  # viewing changed nothing
+
+
+# --- alldata's plugin in the App, driven by Playwright on the system chromium -------------------------------
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - the skip below names the fix
+    sync_playwright = None
+
+#: The panel screenshot's name; ``ALLDATA_TEST_ARTIFACTS=bench/figures`` keeps it where the README shows it.
+PANEL_SHOT = "app-panel.png"
+TILE_COUNT = "document.querySelectorAll('[title^=\"Click to select sample\"]').length"
+SELECT_TILE = "document.querySelectorAll('[title^=\"Click to select sample\"]')[0].click()"
+
+
+def _overlapping_cells(root: Path, name: str) -> None:
+    """Like tests/test_benchmark.py's drawn cells, with close nucleus sizes and strong noise, so a classifier
+    errs and the benchmark's gains have intervals worth plotting."""
+    from typer.testing import CliRunner
+
+    from alldata.cli import app
+    from tests.test_benchmark import N_GROUPS
+
+    for cls, r_nuc in (("lymphoblast", 10), ("lymphocyte", 8)):
+        for g in range(N_GROUPS):
+            for j in range(2):
+                img, _ = cell_image(32, ((16, 16),), r_cell=14, r_nuc=r_nuc, noise=40.0, seed=100 * g + j + r_nuc)
+                (root / cls).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(root / cls / f"{cls}_{g}_{j}.png")
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", "folder", str(root), "--dataset", name]).exit_code == 0
+    ds = open_dataset(name)
+    ds.set_values(F.GROUP_ID, [k.rsplit("_", 1)[0] for k in ds.values(F.KEY)])
+    r = runner.invoke(app, ["split", "--dataset", name, "--ratios", "0.6,0.2,0.2", "--stratify", "cell_type"])
+    assert r.exit_code == 0, r.output
+
+
+@pytest.fixture
+def plugin_app(tmp_path):
+    """FiftyOne's App server with alldata's plugin installed in a temp plugins directory."""
+    from alldata.app_plugin.install import install_plugin
+
+    plugins = tmp_path / "plugins"
+    install_plugin(plugins)
+    port = _free_port()
+    env = dict(os.environ, FIFTYONE_PLUGINS_DIR=str(plugins))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fiftyone.server.main", "--port", str(port), "--address", "127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    try:
+        _wait("the FiftyOne App server", proc, lambda: _get(f"http://127.0.0.1:{port}/", 2), 240)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed: pip install playwright "
+                    "(it drives the system chromium; no browser download needed)")
+def test_plugin_operator_and_panel_in_the_app(plugin_app, dataset_name, tmp_path):
+    """Run `alldata: tag as reject` on a selected synthetic sample from the App's operator browser, see the tag in
+    the grid, and open the `alldata sample` panel (provenance, scores, real neighbours, the benchmark's gains)."""
+    import torch
+    import yaml
+
+    from alldata.app_plugin import actions
+    from alldata.brain import run_brain
+    from alldata.curation import REJECT_TAG
+    from alldata.embeddings import embed_dataset
+    from tests import test_benchmark as tb
+
+    torch.set_num_threads(1)
+    _overlapping_cells(tmp_path / "cells", dataset_name)
+    recipe = tb.tiny_recipe(arms=("real", "oracle", "gan"), seeds=[0])
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    ds = open_dataset(dataset_name)
+    run = actions.run_benchmark_recipe(ds, tmp_path / "tiny.yaml", quick=False, out_dir=tmp_path / "run")
+    n_syn = len(ds.load_saved_view(run.view))
+    embed_dataset(ds, features="handcrafted", method="pca")
+    run_brain(ds)
+    actions.score_view(ds, run.ids, heldout="")
+    assert n_syn > 0 and not ds.match_tags(REJECT_TAG)
+
+    url = f"{plugin_app}/datasets/{dataset_name}?view={view_slug(run.view)}"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1050})
+            page.goto(url)
+            page.wait_for_selector(f"text=/\\b{n_syn} samples\\b/", timeout=180_000)
+            page.evaluate(DISMISS_PROMO)
+            page.wait_for_function(TILE_COUNT + " > 0", timeout=60_000)  # the grid's tiles are drawn
+            page.mouse.move(400, 230)  # hovering a tile shows its checkbox
+            page.evaluate(SELECT_TILE)
+            # the operator browser: backtick, search, Enter opens the form, Execute runs it
+            page.keyboard.press("`")
+            page.keyboard.type("tag as reject")
+            page.keyboard.press("Enter")
+            page.get_by_role("button", name="Execute").click(timeout=60_000)
+            page.wait_for_selector("text=tagged 1 samples 'reject'", timeout=120_000)
+            page.get_by_role("button", name="Close").click()
+            rejected = open_dataset(dataset_name).match_tags(REJECT_TAG)
+            assert len(rejected) == 1 and rejected.first()[F.IS_SYNTHETIC]  # exactly the selected sample
+            # the grid shows the new tag once the sidebar's sample tags are on
+            page.get_by_text("sample tags", exact=True).click()
+            page.wait_for_function(f"document.body.innerText.includes('{REJECT_TAG}')", timeout=60_000)
+            # the panel, on the selected sample
+            page.get_by_title("New panel").click()
+            page.get_by_text("alldata sample", exact=True).click()
+            page.wait_for_selector("text=nearest real cells", timeout=120_000)
+            page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+            time.sleep(2)  # let the thumbnails and the plot paint
+            text = page.evaluate("document.body.innerText")
+            shot = artifact_dir(tmp_path) / PANEL_SHOT
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    print(f"screenshot of the panel: {shot}")
+    assert rejected.first()[F.KEY] in text  # the panel describes the selected (and now rejected) sample
+    for shown in ("provenance", "gan", "tiny-rare", "uniqueness", "nn_distance", "paired gain over real", "this sample"):
+        assert shown in text, shown
+    assert 20_000 < shot.stat().st_size < 400_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
