@@ -8,6 +8,7 @@ Importing this module does not import torch; each function does what it needs.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ from alldata.errors import AlldataError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DeviceError", "autocast", "seeded", "select_device"]
+__all__ = ["DeviceError", "autocast", "cpu_cores", "seeded", "select_device", "worker_devices"]
 
 
 class DeviceError(AlldataError, ValueError):
@@ -41,6 +42,46 @@ def select_device(device: str | None = None) -> str:
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise DeviceError(f"device={device!r} but CUDA is not available here; use device='cpu' or leave it None")
     return str(device)
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def worker_devices(n: int, device: str | None = None) -> list[tuple[str, int]]:
+    """``(device, torch threads)`` for ``n`` worker processes, one device each.
+
+    ``device`` None: GPUs ``cuda:0`` .. ``cuda:n-1`` when CUDA is available, else the CPU;
+    ``"cuda"`` or ``"cpu"`` to choose. Each worker gets ``cpu_cores() // n`` threads (at
+    least 1), so ``n`` CPU workers share the cores instead of each taking all of them.
+
+    Raises:
+        DeviceError: ``n`` < 1, another device than None/"cpu"/"cuda", or more GPUs asked for
+            than there are (the message says how many there are).
+
+    Examples:
+        >>> worker_devices(2, "cpu")[0][0]
+        'cpu'
+    """
+    import torch
+
+    if n < 1:
+        raise DeviceError(f"devices={n}: give 1 or more worker devices")
+    if device not in (None, "cpu", "cuda"):
+        raise DeviceError(f"device={device!r} for {n} workers; use None (GPUs when there are), 'cuda' or 'cpu'")
+    threads = max(1, cpu_cores() // n)
+    if device == "cpu" or (device is None and not torch.cuda.is_available()):
+        return [("cpu", threads)] * n
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n > have:
+        raise DeviceError(f"devices={n} GPUs asked for but this machine has {have}; use --devices {have} "
+                          "or the CPU (device='cpu')" if have else
+                          f"devices={n} GPUs asked for but CUDA is not available here; use device='cpu'")
+    return [(f"cuda:{i}", threads) for i in range(n)]
 
 
 def autocast(device: str | torch.device) -> contextlib.AbstractContextManager:

@@ -6,8 +6,9 @@ code here): :func:`train_generator` (real cells of chosen sources and split ->
 (seeded batches -> PNGs -> samples tagged ``synthetic`` whose provenance, ``recipe``
 included, is written once at creation; batch ``k`` uses seed ``seed + k``, so an interrupted
 run resumes without duplicates; PNGs and records are written by a writer thread while the
-next batch samples, see :func:`pipeline`; a checkpoint whose last score failed is warned about,
-:func:`score_warning`). :func:`run_generator_job` chains them for one recipe arm
+next batch samples, see :func:`pipeline`; ``devices=N`` samples the batches in N worker
+processes, one per GPU or CPU share, :func:`sample_batches`, with the same output; a checkpoint
+whose last score failed is warned about, :func:`score_warning`). :func:`run_generator_job` chains them for one recipe arm
 (the benchmark), reusing a finished generator when its settings and training set match.
 """
 
@@ -20,6 +21,7 @@ import queue
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ __all__ = [
     "pipeline",
     "plan_generation",
     "run_generator_job",
+    "sample_batches",
     "score_warning",
     "train_generator",
     "trainable_family",
@@ -261,6 +264,128 @@ def pipeline(items: Iterable[T], consume: Callable[[T], None], *, depth: int = 2
         raise failed[0]
 
 
+#: the generator a sampling worker process loaded (:func:`_init_worker`)
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(checkpoint: str, slots: Any) -> None:
+    """In a worker process: take one ``(device, threads)`` slot, set torch's threads, load the checkpoint."""
+    import torch
+
+    from alldata.generators.base import Generator
+
+    device, threads = slots.get()
+    torch.set_num_threads(threads)
+    _WORKER["gen"] = Generator.from_pretrained(checkpoint, device=device)
+
+
+def _sample_in_worker(n: int, condition: dict[str, Any], seed: int, kwargs: dict[str, Any]) -> Any:
+    return _WORKER["gen"].sample(n, condition, seed, **kwargs)
+
+
+def _worker_context(checkpoint: str | Path) -> Any:
+    """A multiprocessing context for sampling workers: a fork server that has imported torch
+    and the checkpoint's family module once (each worker then forks from it, with no CUDA
+    and no thread pool started), or ``spawn`` where there is no fork server (Windows)."""
+    import multiprocessing
+
+    from alldata.generators.base import CONFIG_NAME, GENERATORS
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    family = json.loads((Path(checkpoint) / CONFIG_NAME).read_text()).get("family", "")
+    target = GENERATORS.target(family) if family in GENERATORS else None
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "alldata.generate", *([target.split(":")[0]] if target else [])])
+    return ctx
+
+
+def sample_batches(
+    checkpoint: str | Path,
+    condition: dict[str, Any],
+    batches: Sequence[tuple[int, int, int]],
+    *,
+    devices: int = 1,
+    device: str | None = None,
+    gen: Generator | None = None,
+    **sample_kwargs: Any,
+) -> Iterator[tuple[int, int, Any]]:
+    """``(k, seed, images)`` for each ``(k, seed, n)`` of ``batches``, in that order.
+
+    ``devices=1`` samples in this process (with ``gen`` when given, else the checkpoint
+    loaded on ``device``). ``devices=N`` starts N worker processes (:func:`_worker_context`), one per
+    device of :func:`alldata.devices.worker_devices` (``cuda:0`` .. ``cuda:N-1``, or the
+    CPU with ``cores // N`` torch threads each); each loads the checkpoint once and takes the
+    next batch when it is free, at most ``2 N`` batches ahead of the caller. A batch's images
+    depend only on its seed (each image's noise comes from ``(seed, index)``), so the output
+    is the same whatever N, up to the kernels of the devices (on one CPU thread count,
+    byte-identical). A worker's error is raised here; stopping early cancels what is queued.
+    Under ``accelerate launch`` / ``torchrun`` the launched processes share the batches
+    instead (:func:`_launched_batches`) and only the main process yields.
+    """
+    from alldata.generators._accel import distributed
+
+    if distributed():
+        if devices > 1:
+            raise AlldataError(f"devices={devices} under accelerate launch/torchrun: the launched processes are the "
+                               "devices; leave --devices at 1")
+        yield from _launched_batches(checkpoint, condition, batches, **sample_kwargs)
+        return
+    if devices <= 1:
+        if gen is None:
+            from alldata.generators.base import Generator
+
+            gen = Generator.from_pretrained(checkpoint, device=device)
+        for k, batch_seed, n in batches:
+            yield k, batch_seed, gen.sample(n, condition, batch_seed, **sample_kwargs)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    from alldata.devices import worker_devices
+
+    ctx = _worker_context(checkpoint)
+    slots = ctx.Queue()
+    for slot in worker_devices(devices, device):
+        slots.put(slot)
+    pool = ProcessPoolExecutor(max_workers=devices, mp_context=ctx, initializer=_init_worker,
+                               initargs=(str(checkpoint), slots))
+    ahead: deque = deque()
+    try:
+        for k, batch_seed, n in batches:
+            ahead.append((k, batch_seed, pool.submit(_sample_in_worker, n, condition, batch_seed, sample_kwargs)))
+            if len(ahead) >= 2 * devices:
+                k0, s0, fut = ahead.popleft()
+                yield k0, s0, fut.result()
+        while ahead:
+            k0, s0, fut = ahead.popleft()
+            yield k0, s0, fut.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _launched_batches(checkpoint: str | Path, condition: dict[str, Any], batches: Sequence[tuple[int, int, int]],
+                      **sample_kwargs: Any) -> Iterator[tuple[int, int, Any]]:
+    """:func:`sample_batches` in a process of ``accelerate launch`` (or ``torchrun``): the main
+    process's batch list is taken by all; in each round of P batches, process p samples the
+    p-th on its own device; the main process gathers the round and yields it in order
+    (the others yield nothing, so only the main process writes)."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    from alldata.generators.base import Generator
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    todo = broadcast_object_list([list(batches)], from_process=0)[0]
+    gen = Generator.from_pretrained(checkpoint, device=str(state.device))
+    p, rank = state.num_processes, state.process_index
+    for r in range(0, len(todo), p):
+        mine = [(k, s, gen.sample(n, condition, s, **sample_kwargs)) for k, s, n in todo[r + rank : r + rank + 1]]
+        got = gather_object(mine)  # every process's list, in rank order: the batches' order
+        if state.is_main_process:
+            yield from got
+
+
 def write_pngs(images: Sequence[Any], paths: Sequence[Path]) -> None:
     """Save uint8 ``(H, W, 3)`` ``images`` as PNG files at ``paths``."""
     from PIL import Image
@@ -281,6 +406,8 @@ def generate_to_dataset(
     progress: bool = True,
     recipe: str | None = None,
     writer_depth: int = 2,
+    devices: int = 1,
+    device: str | None = None,
     **sample_kwargs: Any,
 ) -> tuple[GeneratePlan, int]:
     """Sample ``num_samples`` images for ``condition`` and add them to ``dataset`` with provenance.
@@ -290,7 +417,9 @@ def generate_to_dataset(
     ``sample`` (e.g. ``sampler="dpm++"``, ``num_inference_steps=20``). Batches are sampled
     in this thread while a writer thread (:func:`pipeline`, ``writer_depth`` batches
     queued; 0 writes in this thread) encodes the PNGs and adds the samples, batch by batch
-    in order: the files and records are the same either way. Warns
+    in order: the files and records are the same either way. ``devices=N`` samples the
+    batches in N worker processes on ``device`` (:func:`sample_batches`: GPUs when there
+    are, else CPU shares); this process still writes every file and record, once. Warns
     (:class:`FailedScoreWarning`) when the checkpoint's last score failed.
     """
     from tqdm import tqdm
@@ -298,10 +427,14 @@ def generate_to_dataset(
     from alldata.generators.base import Generator
     from alldata.synthetic import add_synthetic, make_synthetic_sample
 
+    if devices != 1:
+        from alldata.devices import worker_devices
+
+        worker_devices(devices, device)  # a bad count (or device) fails here, before any work
     plan = plan_generation(checkpoint, condition, num_samples, dataset, seed=seed, batch_size=batch_size)
     if (msg := score_warning(checkpoint)) is not None:
         warnings.warn(msg, FailedScoreWarning, stacklevel=2)
-    gen = Generator.from_pretrained(checkpoint)
+    gen = Generator.from_pretrained(checkpoint, device="cpu" if devices > 1 else device)  # workers load their own
     gen.check_condition(condition)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -309,10 +442,9 @@ def generate_to_dataset(
     added = [0]
     bar = tqdm(total=plan.to_make, desc=f"generate {plan.family}", unit="img", disable=not progress)
 
-    def batches() -> Iterator[tuple[int, int, Any]]:
-        for k, (batch_seed, n) in enumerate(plan.batches):
-            if k not in plan.done:
-                yield k, batch_seed, gen.sample(n, condition, batch_seed, **sample_kwargs)
+    todo = [(k, batch_seed, n) for k, (batch_seed, n) in enumerate(plan.batches) if k not in plan.done]
+    batches = sample_batches(checkpoint, condition, todo, devices=devices, device=device,
+                             gen=gen if devices <= 1 else None, **sample_kwargs)
 
     def write(batch: tuple[int, int, Any]) -> None:
         k, batch_seed, images = batch
@@ -336,8 +468,9 @@ def generate_to_dataset(
         bar.update(len(images))
 
     try:
-        pipeline(batches(), write, depth=writer_depth)
+        pipeline(batches, write, depth=writer_depth)
     finally:
+        batches.close()  # stops the workers when the writer failed
         bar.close()
     return plan, added[0]
 
@@ -373,6 +506,7 @@ def run_generator_job(
     recipe: str | None = None,
     cache_key: str = "",
     progress: bool = False,
+    devices: int = 1,
 ) -> JobResult:
     """Train (or reuse) -> fine-tune -> sample -> write, for one recipe arm of ``family``.
 
@@ -390,6 +524,7 @@ def run_generator_job(
         recipe: recorded in every sample's provenance.
         cache_key: what identifies the training data and settings (e.g. a hash of them).
         progress: show progress bars.
+        devices: sample in this many worker processes (GPUs, else CPU shares; same output).
     """
     from alldata.generators.base import Generator, checkpoint_sha256
     from alldata.synthetic import synthetic_source
@@ -432,7 +567,7 @@ def run_generator_job(
             keys.append([])
             continue
         plan, _ = generate_to_dataset(meta["checkpoint"], condition, n, dataset, work / "images", seed=seed,
-                                      batch_size=64, progress=False, recipe=recipe, **sample_kw)
+                                      batch_size=64, progress=False, recipe=recipe, devices=devices, **sample_kw)
         src = synthetic_source(plan.family)
         keys.append([f"{src}/{plan.source_id(k, i)}" for k, (_, m) in enumerate(plan.batches) for i in range(m)])
     return JobResult(family, Path(meta["checkpoint"]), meta["sha256"], meta["train_seconds"],

@@ -2,16 +2,19 @@
 
     python bench/cells_npz.py taleqani --size 64 --out runs/cells/taleqani-64.npz   # beforehand, where the data is
     python bench/gpu.py runs/cells/taleqani-64.npz --out runs/gpu                  # <= 8 min on one H200
+    accelerate launch bench/gpu.py runs/cells/taleqani-64.npz --out runs/gpu-all   # every GPU (DDP in (a), (b))
     python bench/gpu.py runs/cells/taleqani-32.npz --out /tmp/gpu-smoke --size 32 --preset tiny \\
         --minutes-train 0.2 --batch-size 8 --tiny                                  # CPU smoke (a few minutes)
 
 Writes ``OUT/gpu.json`` and ``OUT/samples.png`` (first row real held-out cells, then one row
 per label of DDIM-20, guidance-2 samples from the quality run):
 
-(a) ``train_speed``: images/s of ``Diffusion.train`` against a bare loop on the same UNet,
-    batch and bf16 autocast (data resident on the device, fused AdamW on CUDA, foreach
-    EMA; no augmentation, condition dropout, clipping or logging), both timed over the same
-    steps after a warm-up by a global optimizer step hook, and their ratio (goal >= 0.9);
+(a) ``train_speed``: images/s of ``Diffusion.train`` (through ``accelerate.Accelerator``)
+    against a bare loop on the same UNet, batch and bf16 autocast (data resident on the
+    device, fused AdamW on CUDA, foreach EMA; no augmentation, condition dropout, clipping,
+    logging or accelerate), both timed over the same steps after a warm-up by a global
+    optimizer step hook, interleaved twice, and their ratio (goal >= 0.9); see
+    bench/train_speed.py, which also runs it alone (on the CPU with a tiny model);
 (b) ``quality``: ``Diffusion.train`` for ``--minutes-train`` in resumable chunks, then
     samples per label and their pixel statistics (mean RGB, std, high-frequency energy)
     against the held-out real cells of the label, and the pixel gates of
@@ -22,49 +25,34 @@ per label of DDIM-20, guidance-2 samples from the quality run):
     and the same in line), everything but the FiftyOne records.
 
 Needs torch, diffusers, safetensors, numpy, Pillow, scikit-learn, pydantic (``import alldata``
-needs it) and this checkout, installed or not (no FiftyOne). ``--tiny`` shrinks every step
-count, for a CPU smoke test.
+needs it), accelerate and this checkout, installed or not (no FiftyOne). ``--tiny`` shrinks
+every step count, for a CPU smoke test. Under ``accelerate launch`` every process trains in
+(a) and (b) (per-process images/s; DDP averages the gradients) and the main process alone
+samples, scores and writes.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _project() -> None:
-    """Make the project importable from this checkout when it is not pip-installed (a bare
-    GPU machine): the repository root on ``sys.path`` and ``generators/`` as
-    ``alldata.generators`` (what setuptools' package-dir does for an install)."""
-    if importlib.util.find_spec("pydantic") is None:
-        sys.exit("bench/gpu.py: the project needs pydantic (`import alldata` loads alldata.schema): pip install pydantic")
-    if importlib.util.find_spec("alldata") is None:
-        sys.path.insert(0, str(ROOT))
-    import alldata
-
-    if importlib.util.find_spec("alldata.generators") is None:
-        alldata.__path__.append(str(ROOT))
-
-
-_project()
-
-from _cells import load_npz, train_for
-from alldata.generators._torch import ConditionEmbedder, autocast, ema_update, save_grid, select_device
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cells import agree, load_npz, train_for  # first: it makes the project importable from this checkout
+from alldata.generators._accel import distributed, process_device
+from alldata.generators._torch import save_grid, select_device
 from alldata.generators.data import CellSet
-from alldata.generators.diffusion import Diffusion, make_scheduler, make_unet, sample_loop
+from alldata.generators.diffusion import Diffusion, make_scheduler, sample_loop
+from train_speed import config, sync
+from train_speed import train_speed as measure_train_speed
 
 from alldata.metrics.generative import pixel_statistics
 
@@ -88,88 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def sync(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-class StepClock:
-    """Times optimizer steps ``warmup`` .. ``warmup + steps`` of any loop (a global step hook)."""
-
-    def __init__(self, device: str, warmup: int, steps: int) -> None:
-        self.device, self.warmup, self.steps, self.n, self.t0, self.t1 = device, warmup, steps, 0, None, None
-
-    def __enter__(self) -> Self:
-        from torch.optim.optimizer import register_optimizer_step_post_hook
-
-        self.handle = register_optimizer_step_post_hook(self.hook)
-        return self
-
-    def hook(self, *_: Any) -> None:
-        self.n += 1
-        if self.n in (self.warmup, self.warmup + self.steps):
-            sync(self.device)
-            if self.n == self.warmup:
-                self.t0 = time.perf_counter()
-            else:
-                self.t1 = time.perf_counter()
-
-    def __exit__(self, *_: object) -> None:
-        self.handle.remove()
-
-    def seconds(self) -> float:
-        if self.t0 is None or self.t1 is None:
-            raise RuntimeError(f"the loop ran {self.n} optimizer steps, fewer than {self.warmup + self.steps}")
-        return self.t1 - self.t0
-
-
-def config(cells: CellSet, size: int, preset: str) -> dict[str, Any]:
-    return {"image_size": size, "conditions": cells.vocabulary(), "continuous": [], **Diffusion.preset(preset)}
-
-
-def bare_train(cells: CellSet, cfg: dict[str, Any], device: str, batch: int, steps: int, lr: float) -> None:
-    """The reference loop: resident data, bf16, fused AdamW (CUDA), foreach EMA, nothing else."""
-    dev = torch.device(device)
-    cfg = Diffusion.check_config(cfg)
-    unet = make_unet(cfg).to(dev).train()
-    cond = ConditionEmbedder(cfg["conditions"], [], cfg["block_out_channels"][0] * 4).to(dev).train()
-    params = [*unet.parameters(), *cond.parameters()]
-    ema = [p.detach().clone() for p in params]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, **({"fused": True} if dev.type == "cuda" else {}))
-    x_all = torch.from_numpy(cells.images).to(dev).permute(0, 3, 1, 2).float() / 127.5 - 1
-    vocab = cfg["conditions"].get(LABEL_FIELD, [])
-    lab_all = torch.tensor([[vocab.index(v) + 1 if v in vocab else 0] for v in cells.labels[LABEL_FIELD]], device=dev)
-    sched = make_scheduler("ddpm", cfg)
-    g = torch.Generator(dev).manual_seed(0)
-    for _ in range(steps):
-        idx = torch.randint(0, len(x_all), (batch,), generator=g, device=dev)
-        x = x_all[idx]
-        noise = torch.randn(x.shape, generator=g, device=dev)
-        t = torch.randint(0, cfg["num_train_timesteps"], (batch,), generator=g, device=dev)
-        with autocast(dev):
-            pred = unet(sched.add_noise(x, noise, t), t, class_labels=cond(lab_all[idx], torch.zeros(batch, 0, device=dev))).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), sched.get_velocity(x, noise, t))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        ema_update(ema, params, 0.999)
-    sync(device)
-
-
 def train_speed(cells: CellSet, cfg: dict[str, Any], args: argparse.Namespace, device: str) -> dict[str, Any]:
-    """(a) images/s of Diffusion.train and of the bare loop over the same timed steps."""
-    warmup, steps = (2, 6) if args.tiny else (20, 150)
-    out: dict[str, Any] = {"batch_size": args.batch_size, "warmup_steps": warmup, "timed_steps": steps,
-                           "bf16": torch.device(device).type == "cuda"}
-    with StepClock(device, warmup, steps) as clock:
-        bare_train(cells, cfg, device, args.batch_size, warmup + steps, args.lr)
-    out["bare_img_per_s"] = round(steps * args.batch_size / clock.seconds(), 1)
-    with tempfile.TemporaryDirectory() as d, StepClock(device, warmup, steps) as clock:
-        Diffusion.train(cells, d, steps=warmup + steps, batch_size=args.batch_size, lr=args.lr, resume=False,
-                        sample_every=0, save_every=0, progress=False, device=device, **cfg)
-    out["train_img_per_s"] = round(steps * args.batch_size / clock.seconds(), 1)
-    out["ratio"] = round(out["train_img_per_s"] / out["bare_img_per_s"], 3)
-    return out
+    """(a) images/s of Diffusion.train (accelerate) and of the bare loop, interleaved (bench/train_speed.py)."""
+    warmup, steps, rounds = (2, 6, 1) if args.tiny else (20, 150, 2)
+    return measure_train_speed(cells, cfg, device, batch_size=args.batch_size, warmup=warmup, steps=steps,
+                               rounds=rounds, lr=args.lr)
 
 
 def train_chunked(cells: CellSet, cfg: dict[str, Any], args: argparse.Namespace, device: str, run: Path,
@@ -279,7 +190,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = select_device(args.device)
+    device = process_device(args.device) if distributed() else select_device(args.device)
+    main_process = int(__import__("os").environ.get("RANK", "0")) == 0
     if torch.device(device).type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -293,6 +205,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
 
     def save() -> None:
+        if not main_process:
+            return
         report["seconds"] = round(time.perf_counter() - t_start, 1)
         (out / "gpu.json").write_text(json.dumps(report, indent=1))
 
@@ -300,9 +214,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("train speed:", report["train_speed"], flush=True)
     save()
     run = out / "quality_run"
-    shutil.rmtree(run, ignore_errors=True)  # a fresh run each call
+    if main_process:
+        shutil.rmtree(run, ignore_errors=True)  # a fresh run each call
+    agree(None)  # the others wait for it
     report["quality_train"] = train_chunked(cells, cfg, args, device, run, report["train_speed"]["train_img_per_s"])
     print("quality run:", report["quality_train"], flush=True)
+    if not main_process:  # the main process samples, scores and writes
+        return report
     gen = Diffusion.from_pretrained(run, device=device)
     report["quality"], notes = quality(gen, test, test_labels, args, out)
     report["notes"] += notes

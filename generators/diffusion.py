@@ -26,8 +26,6 @@ from alldata.generators._torch import (
     ema_update,
     encode_values,
     load_train_state,
-    rng_restore,
-    rng_to_text,
     save_grid,
     save_train_state,
     seeded,
@@ -285,6 +283,8 @@ class Diffusion(Generator):
         ``continuous`` to the morphology attributes with any known value). With ``resume`` a run
         continues from ``out_dir/train_state`` (its saved config wins). Writes sample grids to
         ``out_dir/samples/`` every ``sample_every`` steps and a checkpoint every ``save_every``.
+        Runs through accelerate: ``accelerate launch`` trains on every GPU it starts, with
+        ``batch_size`` images per process (see :func:`_fit`).
         """
         state = Path(out_dir) / STATE_DIR / "state.json"
         if resume and state.is_file():
@@ -297,7 +297,9 @@ class Diffusion(Generator):
                 **config,
                 "seed": seed,
             }
-        gen = cls.build(cfg, device=device)
+        from alldata.generators._accel import process_device
+
+        gen = cls.build(cfg, device=process_device(device))  # a launched process's own GPU
         return _fit(gen, cells, out_dir, steps=steps, batch_size=batch_size, lr=lr, seed=seed, resume=resume,
                     sample_every=sample_every, save_every=save_every, progress=progress, train="all", mode="train",
                     grid_cols=grid_cols)
@@ -335,29 +337,61 @@ def _write_grid(gen: Diffusion, path: Path, cols: int, field: str | None) -> Non
     save_grid([gen.sample(cols, c, seed=0) for c in conds], path)
 
 
+class _Denoiser(nn.Module):
+    """The UNet and its conditioner as one module (what accelerate prepares, e.g. wraps in DDP):
+    ``(x_t, t, labels, values) -> model output`` (epsilon or v)."""
+
+    def __init__(self, unet: nn.Module, conditioner: ConditionEmbedder) -> None:
+        super().__init__()
+        self.unet, self.conditioner = unet, conditioner
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t, class_labels=self.conditioner(labels, values)).sample
+
+
+def _to(gen: Diffusion, device: str) -> None:
+    """Move ``gen``'s modules to ``device`` (a launched process's own GPU), in place."""
+    gen.unet.to(device)
+    gen.conditioner.to(device)
+    gen.device = device
+
+
 def _fit(gen: Diffusion, cells: CellSet, out_dir: str | Path, *, steps: int, batch_size: int, lr: float, seed: int,
          resume: bool, sample_every: int, save_every: int, progress: bool, train: str, mode: str,
          grid_cols: int = 8, grid_field: str | None = None, fused: bool | None = None,
-         log_every: int = 50) -> Diffusion:
-    """The training loop shared by :meth:`Diffusion.train` and :meth:`Diffusion.finetune`.
+         log_every: int = 50, mixed_precision: str | None = None) -> Diffusion:
+    """The training loop shared by :meth:`Diffusion.train` and :meth:`Diffusion.finetune`, run
+    through Hugging Face accelerate (:mod:`~alldata.generators._accel`).
 
-    Everything a step needs lives on the model's device: the uint8 training images (moved
-    once), their labels, and one ``torch.Generator`` there that draws the batch indices, the
+    One process trains on ``gen.device``; under ``accelerate launch`` (or ``torchrun``)
+    every process trains on its own device with its own batches of ``batch_size`` (the
+    effective batch is ``batch_size`` times the number of processes) and DDP averages the
+    gradients. Mixed precision: bf16 on CUDA, fp32 on the CPU (``mixed_precision``
+    overrides). Only the main process updates the EMA (``gen``), writes grids and saves; at
+    the end every process gets its EMA weights.
+
+    Everything a step needs lives on the device: the uint8 training images (moved once),
+    their labels, and one ``torch.Generator`` per process that draws the batch indices, the
     dihedral augmentation, the noise, the timesteps and the condition dropout, in that order
-    (the stream is saved with the state, so a resumed run continues it; one seed gives one
-    run per device type). Losses stay on the device and are read back every ``log_every``
-    steps and at each save, so a GPU step never waits for the host; ``losses`` in the state
-    still holds one value per step. ``fused`` AdamW (default: on CUDA) is the same
-    update rule in one kernel.
+    (every process's stream is saved with the state, so a resumed run continues them; one
+    seed gives one run per device type and number of processes). Losses stay on the device
+    and are averaged and read back every ``log_every`` steps and at each save, so a GPU step
+    never waits for the host; ``losses`` in the state still holds one value per step.
+    ``fused`` AdamW (default: on CUDA) is the same update rule in one kernel.
     """
+    from alldata.generators import _accel
     from tqdm import tqdm
 
-    cfg, dev, out = gen.config, torch.device(gen.device), Path(out_dir)
+    cfg, out = gen.config, Path(out_dir)
     if len(cells) == 0:
         raise GeneratorError("no training images")
     if cells.images.shape[1:] != (cfg["image_size"], cfg["image_size"], 3):
         raise GeneratorError(f"images are {cells.images.shape[1:]}, the model wants {cfg['image_size']}px RGB")
-    raw = Diffusion(cfg, copy.deepcopy(gen.unet).train(), copy.deepcopy(gen.conditioner).train(), gen.device)
+    acc, device = _accel.make_accelerator(gen.device, mixed_precision)
+    if device != gen.device:
+        _to(gen, device)
+    dev, rank, world, main = torch.device(device), acc.process_index, acc.num_processes, acc.is_main_process
+    raw = Diffusion(cfg, copy.deepcopy(gen.unet).train(), copy.deepcopy(gen.conditioner).train(), device)
     trained = [raw.conditioner] if train == "conditioner" else [raw.unet, raw.conditioner]
     ema_mods = [gen.conditioner] if train == "conditioner" else [gen.unet, gen.conditioner]
     raw.unet.requires_grad_(train != "conditioner")
@@ -365,7 +399,7 @@ def _fit(gen: Diffusion, cells: CellSet, out_dir: str | Path, *, steps: int, bat
     ema_params = [p for m in ema_mods for p in m.parameters()]
     fused = dev.type == "cuda" if fused is None else fused
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, **({"fused": True} if fused else {}))
-    g = torch.Generator(dev).manual_seed(seed)
+    g = _accel.rank_generator(seed, dev, rank)
     step, losses, runs = 0, [], []
     if resume and (out / STATE_DIR / "state.json").is_file():
         saved = json.loads((out / STATE_DIR / "state.json").read_text())
@@ -375,9 +409,11 @@ def _fit(gen: Diffusion, cells: CellSet, out_dir: str | Path, *, steps: int, bat
         raw.load_state_dict(weights["model"])
         gen.load_state_dict(weights["ema"])
         step, losses, runs = meta["step"], meta["losses"], meta["runs"]
-        rng_restore(g, meta["rng"], meta.get("rng_device", "cpu"), seed, step)
+        _accel.resume_rng(g, meta.get("rng_ranks") or [meta["rng"]], meta.get("rng_device", "cpu"), seed=seed,
+                          step=step, rank=rank, world=world)
         for group in opt.param_groups:
             group["lr"] = lr
+    model, step_opt = acc.prepare(_Denoiser(raw.unet, raw.conditioner), opt)
     n = len(cells)
     images = torch.from_numpy(np.ascontiguousarray(cells.images)).to(dev)  # uint8 NHWC, moved once
     labels = [torch.tensor([v.index(x) + 1 if x in v else 0 for x in cells.labels.get(f, [None] * n)], device=dev)
@@ -386,13 +422,12 @@ def _fit(gen: Diffusion, cells: CellSet, out_dir: str | Path, *, steps: int, bat
     sched = make_scheduler("ddpm", cfg)
     drop_p = 0.0 if train == "conditioner" else cfg["cond_drop_prob"]
     runs.append([step, max(step, steps)])  # (start, end) of each call, for provenance
-    bar = tqdm(total=steps, initial=step, desc=mode, disable=not progress)
+    bar = tqdm(total=steps, initial=step, desc=mode, disable=not (progress and main))
     pending: list[torch.Tensor] = []  # this run's losses not yet read back (one 0-d tensor per step)
 
     def read_losses() -> None:
         if pending:
-            losses.extend(torch.stack(pending).tolist())
-            pending.clear()
+            losses.extend(_accel.read_losses(acc, pending))
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
 
     while step < steps:
@@ -408,30 +443,36 @@ def _fit(gen: Diffusion, cells: CellSet, out_dir: str | Path, *, steps: int, bat
         for j, v in enumerate(values):
             val[:, j] = torch.where(drop_all | (torch.rand(batch_size, generator=g, device=dev) < drop_p),
                                     float("nan"), v[idx])
-        with autocast(dev):
-            pred = raw.unet(sched.add_noise(x, noise, t), t, class_labels=raw.conditioner(lab, val)).sample
+        pred = model(sched.add_noise(x, noise, t), t, lab, val)  # bf16 autocast on CUDA (accelerate)
         target = sched.get_velocity(x, noise, t) if cfg["prediction_type"] == "v_prediction" else noise
         loss = torch.nn.functional.mse_loss(pred.float(), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema_update(ema_params, params, ema_decay(step, cfg["ema_decay"]))
+        step_opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        acc.clip_grad_norm_(params, 1.0)
+        step_opt.step()
+        if main:
+            ema_update(ema_params, params, ema_decay(step, cfg["ema_decay"]))
         step += 1
         pending.append(loss.detach())
         bar.update(1)
         if len(pending) >= log_every:
             read_losses()
-        if sample_every and step % sample_every == 0:
+        if main and sample_every and step % sample_every == 0:
             _write_grid(gen, out / "samples" / f"step_{step:06d}.png", grid_cols, grid_field)
         if (save_every and step % save_every == 0) or step == steps:
             read_losses()
-            meta = {"step": step, "rng": rng_to_text(g), "rng_device": dev.type, "mode": mode, "losses": losses,
-                    "runs": runs, "config": cfg}
-            save_train_state(out / STATE_DIR, {"model": raw.state_dict(), "ema": gen.state_dict()}, {"optimizer": opt}, meta)
-            gen.save_pretrained(out)
+            rngs = _accel.rng_states(acc, g)
+            if main:
+                meta = {"step": step, "rng": rngs[0], "rng_ranks": rngs, "rng_device": dev.type, "num_processes": world,
+                        "batch_size": batch_size, "mode": mode, "losses": losses, "runs": runs, "config": cfg}
+                save_train_state(out / STATE_DIR, {"model": raw.state_dict(), "ema": gen.state_dict()}, {"optimizer": opt},
+                                 meta)
+                gen.save_pretrained(out)
+            acc.wait_for_everyone()
     read_losses()
     bar.close()
-    if not (out / "model.safetensors").is_file():  # resumed a finished run
+    _accel.share_from_main(acc, ema_mods)
+    if main and not (out / "model.safetensors").is_file():  # resumed a finished run
         gen.save_pretrained(out)
+    acc.wait_for_everyone()
     return gen

@@ -1,7 +1,12 @@
-"""``alldata finetune-generator``: teach a trained generator a rare class from a few images."""
+"""``alldata finetune-generator``: teach a trained generator a rare class from a few images.
+
+Runs under ``accelerate launch -m alldata.cli finetune-generator ...`` too (diffusion: every
+process fine-tunes on its own device, the main process saves).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -34,5 +39,7 @@ def finetune_generator(
     added = parse_where(add)
     run(checkpoint, dataset, out, add=added, where=parse_where(where), sources=source,
         split=None if split == "all" else split, steps=steps, seed=seed)
+    if int(os.environ.get("RANK", "0")) != 0:  # accelerate launch: the main process reports
+        return
     cond = ",".join(f"{k}={v}" for k, v in added.items())
     console.print(f"fine-tuned checkpoint: {out}  (sample it with --checkpoint {out} --condition {cond})")

@@ -6,6 +6,7 @@ the command list, in the ``--help`` order, ahead of ``generate``.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -32,6 +33,9 @@ def generate(
     sampler: Annotated[str, typer.Option(help="ddim | dpm++ | ddpm (families that take it: diffusion)")] = "ddim",
     steps: Annotated[int, typer.Option("--steps", help="sampler steps (families that take it: diffusion)")] = 20,
     guidance_scale: Annotated[float, typer.Option(help="classifier-free guidance (diffusion)")] = 2.0,
+    devices: Annotated[int, typer.Option(help="sample in N worker processes: one GPU each, or CPU shares "
+                                               "(same images whatever N)")] = 1,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda (default: cuda when available)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, make nothing")] = False,
 ) -> None:
     """Sample a checkpoint into the dataset, tagged `synthetic` with full provenance (resumable)."""
@@ -56,7 +60,9 @@ def generate(
         warnings.simplefilter("ignore", FailedScoreWarning)  # printed above
         plan, added = generate_to_dataset(
             checkpoint, cond, num_samples, dataset, out or checkpoint / "generated", seed=seed, batch_size=batch_size,
-            **kwargs,
+            devices=devices, device=device, **kwargs,
         )
+    if int(os.environ.get("RANK", "0")) != 0:  # accelerate launch: the main process wrote and reports
+        return
     console.print(f"added {added} synthetic samples to {dataset!r} ({num_samples - plan.to_make} were already there)")
 

@@ -1,7 +1,12 @@
-"""``alldata train-generator``: train a generator family on real cells of the store."""
+"""``alldata train-generator``: train a generator family on real cells of the store.
+
+On every GPU of a machine (or several): ``accelerate launch -m alldata.cli train-generator
+diffusion ...`` (the diffusion family trains through accelerate; ``--batch-size`` is per process).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -43,6 +48,8 @@ def train_generator(
     sample_every: Annotated[int, typer.Option(help="write a sample grid every N steps")] = 200,
     save_every: Annotated[int, typer.Option(help="save a resumable state every N steps")] = 200,
     max_samples: Annotated[int | None, typer.Option(help="use at most N training images")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N (default: cuda when available; "
+                                                    "under accelerate launch each process's own)")] = None,
 ) -> None:
     """Train a generator on real cells of the train split (resumable; grids under OUT/samples)."""
     from alldata.generate import train_generator as run
@@ -51,5 +58,8 @@ def train_generator(
         family, dataset, out, image_size=image_size, sources=source, split=None if split == "all" else split,
         where=parse_where(where), label_fields=label_field or ["cell_type"], max_samples=max_samples, preset=preset,
         steps=steps, batch_size=batch_size, seed=seed, sample_every=sample_every, save_every=save_every,
+        **({"device": device} if device else {}),
     )
+    if int(os.environ.get("RANK", "0")) != 0:  # accelerate launch: the main process reports
+        return
     console.print(f"checkpoint: {out}  (config.json + model.safetensors; sample grids in {out / 'samples'})")

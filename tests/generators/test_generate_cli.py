@@ -49,6 +49,9 @@ def test_train_generate_resume_and_provenance(cells_dataset, tmp_path, family):
     # a condition the checkpoint never saw is a clear error
     r = runner.invoke(app, ["generate", "--checkpoint", str(ckpt), "--condition", "subtype=L3", "--dataset", cells_dataset])
     assert r.exit_code == 1 and "unknown condition field 'subtype'" in r.output
+    # a bad worker count is a clear error before any work
+    r = runner.invoke(app, [*args, "--num-samples", "7", "--devices", "0"])
+    assert r.exit_code == 1 and "devices=0" in r.output and len(ds.match_tags(F.TAG_SYNTHETIC)) == 5, r.output
 
 
 def test_synthetic_never_trains_on_test_or_synthetic(cells_dataset):

@@ -134,3 +134,35 @@ def test_generate_warns_when_the_last_score_failed(ckpt, dataset_name, tmp_path)
         assert "not an `alldata score` report" in score_warning(ckpt)
     finally:
         (ckpt / SCORE_NAME).unlink(missing_ok=True)
+
+
+def test_devices_2_writes_what_devices_1_writes(ckpt, two_datasets, tmp_path):
+    """Two CPU worker processes (spawned, cores // 2 threads each) make the same PNG bytes and
+    records, written once and in order, as one process at that thread count."""
+    from alldata.devices import DeviceError, cpu_cores, worker_devices
+
+    threads = max(1, cpu_cores() // 2)
+    assert worker_devices(2, "cpu") == [("cpu", threads)] * 2
+    with pytest.raises(DeviceError, match="devices=0"):
+        worker_devices(0)
+    cond, outs = {"cell_type": "lymphocyte"}, []
+    n = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for name, devices in zip(two_datasets, (1, 2)):
+            out = tmp_path / f"devices{devices}"
+            plan, added = generate_to_dataset(ckpt, cond, 7, name, out, seed=11, batch_size=2, progress=False,
+                                              devices=devices, device="cpu", **SAMPLE)
+            assert added == 7 and plan.batches == [(11, 2), (12, 2), (13, 2), (14, 1)]
+            outs.append(out)
+    finally:
+        torch.set_num_threads(n)
+    a, b = (_records(name) for name in two_datasets)
+    assert a == b and a[F.SEED] == [11, 11, 12, 12, 13, 13, 14] and len(set(a[F.KEY])) == 7
+    names = sorted(p.name for p in outs[0].iterdir())
+    assert names == sorted(p.name for p in outs[1].iterdir()) and len(names) == 7
+    assert all((outs[0] / name).read_bytes() == (outs[1] / name).read_bytes() for name in names)
+    # resuming with another N adds nothing
+    _, added = generate_to_dataset(ckpt, cond, 7, two_datasets[1], outs[1], seed=11, batch_size=2, progress=False,
+                                   devices=2, device="cpu", **SAMPLE)
+    assert added == 0
