@@ -39,6 +39,8 @@ __all__ = [
     "RareSpec",
     "Recipe",
     "RecipeError",
+    "SourceLabels",
+    "TestSpec",
     "arm_kinds",
     "is_generator_kind",
     "load_recipe",
@@ -80,6 +82,24 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+LabelField = Literal["diagnosis", "cell_type", "subtype"]
+
+
+class SourceLabels(_Spec):
+    """How one source's vocabulary meets the recipe's classes: the field it is read from and its map.
+
+    ALL-IDB2's healthy crops carry no ``cell_type``, only ``diagnosis: healthy``; a recipe that
+    classifies ``cell_type`` states ``all_idb2: {label_field: diagnosis, classes: {ALL: blast,
+    healthy: non_blast}}`` instead of pretending the vocabularies agree.
+    """
+
+    label_field: LabelField | None = None
+    classes: dict[str | None, str] = Field(min_length=1)
+    #: a label of this source not in ``classes``: ``error`` in an external pool (the default), or
+    #: ``leave_out``: stated here, so the source's other cells (PBC's neutrophils, ...) stay out of both pools
+    unmapped: Literal["error", "leave_out"] = "error"
+
+
 class DataSpec(_Spec):
     """The real pool: which samples, which label, which classes."""
 
@@ -90,6 +110,15 @@ class DataSpec(_Spec):
     #: extra filters ``{field: value | [values]}``; label fields match on their ``.label``.
     where: dict[str, str | list[str]] | None = None
     image_size: int = Field(default=64, ge=8, le=512)
+    #: per-source label field and map where a source's vocabulary differs (the label map of
+    #: cross-source recipes; a source not listed uses ``label_field`` and ``classes``).
+    source_labels: dict[str, SourceLabels] | None = None
+
+    @model_validator(mode="after")
+    def _labels_consistent(self) -> DataSpec:
+        if self.source_labels and self.classes is None:
+            raise ValueError("source_labels needs data.classes (the classes every source maps into)")
+        return self
 
     def class_map(self) -> dict[str | None, str] | None:
         """``{raw label: class}`` or None (keep every non-empty label as is)."""
@@ -102,7 +131,61 @@ class DataSpec(_Spec):
     def class_names(self) -> list[str] | None:
         """The classes after mapping, sorted (None when the recipe does not list them)."""
         m = self.class_map()
-        return None if m is None else sorted(set(m.values()))
+        if m is None:
+            return None
+        names = set(m.values())
+        for sl in (self.source_labels or {}).values():
+            names |= set(sl.classes.values())
+        return sorted(names)
+
+    def field_for(self, source: str) -> str:
+        """The label field samples of ``source`` are read from."""
+        sl = (self.source_labels or {}).get(source)
+        return sl.label_field or self.label_field if sl is not None else self.label_field
+
+    def map_for(self, source: str) -> dict[str | None, str] | None:
+        """``{raw label: class}`` for samples of ``source`` (None: keep labels as they are)."""
+        sl = (self.source_labels or {}).get(source)
+        return dict(sl.classes) if sl is not None else self.class_map()
+
+    def leaves_out(self, source: str) -> bool:
+        """Whether the recipe states that ``source``'s labels outside its map are left out (no error)."""
+        sl = (self.source_labels or {}).get(source)
+        return sl is not None and sl.unmapped == "leave_out"
+
+    def label_fields(self) -> list[str]:
+        """Every label field the pool reads (``label_field`` first)."""
+        extra = [sl.label_field for sl in (self.source_labels or {}).values() if sl.label_field]
+        return list(dict.fromkeys([self.label_field, *extra]))
+
+
+class TestSpec(_Spec):
+    """An external test pool: models train on the whole training pool and are scored here.
+
+    ``dataset`` (default: the run's dataset) and ``sources`` / ``where`` select the samples;
+    the dataset name, not the source name, tells two copies of one source apart. With
+    ``leave_one_source_out`` each of ``data.sources`` is held out in turn (``sources`` unset).
+    ``in_pool`` also cross-validates inside the training pool (``folds`` × ``seeds``), so the
+    report sets the external figures next to the in-pool ones and picks each arm's model by
+    in-pool CV (the external pool never chooses a model).
+    """
+
+    __test__ = False  # not a pytest class
+
+    dataset: str | None = None
+    sources: list[str] | None = Field(default=None, min_length=1)
+    where: dict[str, str | list[str]] | None = None
+    in_pool: bool = True
+    leave_one_source_out: bool = False
+    #: write Grad-CAM heatmaps (alldata.explain.write_gradcam) on the external predictions of a CNN
+    #: first model, and save the view "mistakes with heatmaps" (of the baseline arm)
+    gradcam: bool = False
+
+    @model_validator(mode="after")
+    def _one_way(self) -> TestSpec:
+        if self.leave_one_source_out == (self.sources is not None):
+            raise ValueError("test: give either sources: [...] (an external pool) or leave_one_source_out: true")
+        return self
 
 
 class RareSpec(_Spec):
@@ -172,6 +255,8 @@ class Recipe(_Spec):
     n_boot: int = Field(default=1000, ge=10)
     max_per_class: int | None = Field(default=None, ge=2)
     quick: QuickSpec = Field(default_factory=QuickSpec)
+    #: an external test pool (train on the whole pool, test on another dataset or selection)
+    test: TestSpec | None = None
 
     @field_validator("seeds")
     @classmethod
@@ -194,6 +279,8 @@ class Recipe(_Spec):
                     f"arms.{i}.kind: {arm.kind!r} is not an arm kind of task {self.task!r}; "
                     f"allowed: {', '.join(sorted(allowed))}{hint}"
                 )
+        for i, arm in enumerate(self.arms):
+            _check_harmonisation(i, arm, self.task)
         if self.baseline not in names:
             raise ValueError(f"baseline: {self.baseline!r} is not an arm; arms are {names}")
         by_name = {a.name: a for a in self.arms}
@@ -223,6 +310,11 @@ class Recipe(_Spec):
                 _check_classification_metric(m, classes)
         if self.primary_metric not in self.metrics:
             raise ValueError(f"primary_metric: {self.primary_metric!r} is not in metrics {self.metrics}")
+        if self.test is not None:
+            if self.task != "classification":
+                raise ValueError(f"test: external test pools are implemented for classification, not {self.task!r}")
+            if self.test.leave_one_source_out and len(self.data.sources) < 2:
+                raise ValueError(f"test.leave_one_source_out needs two or more data.sources, got {self.data.sources}")
         return self
 
     # --- helpers ---------------------------------------------------------------------------
@@ -265,6 +357,25 @@ class Recipe(_Spec):
                 for m in self.models
             ]
         return self.model_copy(update=update)
+
+
+#: Stain normalisations an arm may apply to its train and test images (``params: {stain: ...}``).
+STAIN_KINDS = ("macenko", "reinhard", "none")
+
+
+def _check_harmonisation(i: int, arm: ArmSpec, task: str) -> None:
+    """``stain`` (a normaliser name or a StainTransform mapping) and ``hed_jitter`` (a strength) arm params."""
+    p = arm.params
+    if ("stain" in p or "hed_jitter" in p) and task != "classification":
+        raise ValueError(f"arms.{i}.params: stain / hed_jitter are classification arm params, not {task!r} ones")
+    if "stain" in p:
+        kind = p["stain"] if isinstance(p["stain"], str) else (p["stain"] or {}).get("kind")
+        if kind not in STAIN_KINDS:
+            raise ValueError(f"arms.{i}.params.stain: {p['stain']!r}; use one of {', '.join(STAIN_KINDS)} or a "
+                             "mapping {kind: macenko, beta: 0.1, ...} (alldata.models.stain.StainTransform)")
+    if "hed_jitter" in p and not (isinstance(p["hed_jitter"], (int, float)) and 0 < p["hed_jitter"] <= 1):
+        raise ValueError(f"arms.{i}.params.hed_jitter: {p['hed_jitter']!r}; give the jitter strength in (0, 1], "
+                         "e.g. 0.05 (adds one HED-jittered copy of every training image)")
 
 
 def _takes_epochs(model: str) -> bool:

@@ -183,6 +183,7 @@ class ExternalResult(_Contract):
     selected: dict[str, str] = Field(default_factory=dict)
     prediction_fields: dict[str, str] = Field(default_factory=dict)
     model_dirs: dict[str, str] = Field(default_factory=dict)
+    heatmap_fields: dict[str, str] = Field(default_factory=dict)
 
 
 class BenchmarkSummary(_Contract):

@@ -116,3 +116,30 @@ def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe(_write(tmp_path, "name: [unclosed\n"))
     assert recipe_slug("rare-class-recovery") == "rare_class_recovery"
+
+
+def test_the_cross_source_recipes_state_how_vocabularies_meet():
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    r = load_recipe(root / "xsource-taleqani-pbc-to-allidb2.yaml")
+    assert r.test.sources == ["all_idb2"] and r.test.in_pool and set(r.data.sources) == {"taleqani", "pbc"}
+    assert r.data.class_names() == ["blast", "non_blast"]
+    # ALL-IDB2's healthy crops have no cell_type: the map reads its diagnosis instead
+    assert r.data.field_for("all_idb2") == "diagnosis" and r.data.map_for("all_idb2") == {"ALL": "blast",
+                                                                                          "healthy": "non_blast"}
+    assert r.data.field_for("pbc") == "cell_type" and r.data.map_for("pbc")["lymphocyte"] == "non_blast"
+    loso = load_recipe(root / "xsource-loso.yaml")
+    assert loso.test.leave_one_source_out and len(loso.data.sources) == 4
+
+
+def test_a_test_block_is_one_pool_or_leave_one_source_out(tmp_path):
+    with pytest.raises(RecipeError, match="either sources"):
+        load_recipe(_write(tmp_path, GOOD + "test: {dataset: other}\n"))
+    with pytest.raises(RecipeError, match="either sources"):
+        load_recipe(_write(tmp_path, GOOD + "test: {sources: [a], leave_one_source_out: true}\n"))
+    with pytest.raises(RecipeError, match="two or more data.sources"):
+        load_recipe(_write(tmp_path, GOOD + "test: {leave_one_source_out: true}\n"))
+    with pytest.raises(RecipeError, match="source_labels needs data.classes"):
+        load_recipe(_write(tmp_path, GOOD.replace("classes: [lymphoblast, lymphocyte]",
+                                                  "source_labels: {a: {classes: {x: y}}}") + "\n"))
+    r = load_recipe(_write(tmp_path, GOOD + "test: {dataset: other, sources: [folder], where: {cell_type: x}}\n"))
+    assert (r.test.dataset, r.test.sources, r.test.in_pool) == ("other", ["folder"], True)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from alldata.errors import AlldataError
 from alldata.recipes import Recipe, arm_kinds, is_generator_kind
 from alldata.schema import F
 
-__all__ = ["ClassificationTask", "fill_counts"]
+__all__ = ["ClassificationTask", "Stain", "fast_scores", "fill_counts"]
 
 
 def fill_counts(train_labels: list[str], recipe: Recipe) -> dict[str, int]:
@@ -58,16 +59,104 @@ def fill_counts(train_labels: list[str], recipe: Recipe) -> dict[str, int]:
     return {k: math.floor(v * share + 1e-9) for k, v in sorted(counts.items())}
 
 
-def _load_image(path: str, size: int) -> np.ndarray:
+def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    out = np.full(np.shape(den), np.nan)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def _mean(values: np.ndarray, weights: np.ndarray | None = None) -> float:
+    ok = ~np.isnan(values)
+    if weights is None:
+        return float(values[ok].mean()) if ok.any() else math.nan
+    w = weights[ok]
+    return float(np.dot(values[ok], w) / w.sum()) if w.sum() > 0 else math.nan
+
+
+def fast_scores(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, labels: list[str]) -> dict[str, float]:
+    """The classification task's metrics from class codes and ``(N, C)`` scores, in numpy.
+
+    Same values as :func:`alldata.metrics.classification_metrics` (one-vs-rest counts; NaN on
+    zero division; F1 = 2TP / (2TP + FP + FN); AUC = the Mann-Whitney statistic with ties
+    counted one half, the area under the tied ROC curve; macro = mean of the defined
+    classes, weighted by support) — ``tests/test_external.py`` checks them against it.
+    """
+    from scipy.stats import rankdata
+
+    k, n = len(labels), len(y_true)
+    if not np.isfinite(scores).all():
+        raise AlldataError("scores hold NaN or infinite values; pass finite scores (probabilities or logits)")
+    cm = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k).astype(float)
+    tp = np.diag(cm)
+    fp, fn = cm.sum(axis=0) - tp, cm.sum(axis=1) - tp
+    tn = n - tp - fp - fn
+    support = tp + fn
+    values = {"sensitivity": _div(tp, tp + fn), "specificity": _div(tn, tn + fp), "precision": _div(tp, tp + fp),
+              "f1": _div(2 * tp, 2 * tp + fp + fn)}
+    aucs = np.full(k, np.nan)
+    for j in range(k):
+        pos = y_true == j
+        n_pos = int(pos.sum())
+        if 0 < n_pos < n:
+            ranks = rankdata(scores[:, j])
+            aucs[j] = (ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos))
+    values["auc"] = aucs
+    out = {"accuracy": float(tp.sum() / n), "balanced_accuracy": _mean(values["sensitivity"]),
+           "macro_f1": _mean(values["f1"]), "weighted_f1": _mean(values["f1"], support), "macro_auc": _mean(aucs)}
+    for j, c in enumerate(labels):
+        for m in ("sensitivity", "specificity", "precision", "f1", "auc"):
+            out[f"{m}:{c}"] = float(values[m][j])
+    return out
+
+
+def _load_image(path: str, size: int, stain: Stain | None = None, sid: str = "") -> np.ndarray:
+    """The image at ``path`` squared and resized to ``size``; stain-normalised first (at its own
+    resolution) when ``stain`` is given: an image the normaliser cannot use stays as it is and
+    is counted in ``stain.skipped``."""
     from PIL import Image
 
     from alldata.generators.data import square_resize
 
     try:
         with Image.open(path) as img:
-            return square_resize(img, size)
+            if stain is None:
+                return square_resize(img, size)
+            native = np.asarray(img.convert("RGB"))
     except OSError as e:
         raise AlldataError(f"cannot read image {path} ({e}); re-ingest it or tag the sample 'reject'") from None
+    from alldata.models.stain import StainError
+
+    try:
+        native = stain.fn(native, name=path)
+    except StainError:
+        stain.skipped.add(sid or path)
+    return square_resize(Image.fromarray(native), size)
+
+
+@dataclass
+class Stain:
+    """A fitted stain normaliser of one arm: its config, the training images it was fitted on,
+    and the images it could not normalise (left as they are)."""
+
+    config: dict[str, Any]
+    dataset: str
+    target_ids: list[str]
+    fn: Any
+    skipped: set[str] = field(default_factory=set)
+
+    @property
+    def tag(self) -> str:
+        """A short hash of the config and the targets (the image cache key)."""
+        text = json.dumps({"config": self.config, "targets": self.target_ids}, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+    def describe(self) -> dict[str, Any]:
+        """What a saved model needs to normalise new images the same way (``alldata_model.json``)."""
+        return {"config": self.config, "dataset": self.dataset, "target_ids": self.target_ids}
+
+
+#: How many training images a stain normaliser is fitted on (pooled pixels).
+N_STAIN_TARGETS = 16
 
 
 class ClassificationTask:
@@ -82,9 +171,10 @@ class ClassificationTask:
         return arm_kinds("classification")
 
     def __init__(self) -> None:
-        self._images: dict[tuple[str, int], np.ndarray] = {}
-        self._features: dict[tuple[str, int], np.ndarray] = {}
+        self._images: dict[tuple[str, int, str], np.ndarray] = {}
+        self._features: dict[tuple[str, int, str], np.ndarray] = {}
         self._paths: dict[str, str] = {}
+        self._stains: dict[str, Stain] = {}
 
     # --- data -----------------------------------------------------------------------------------------
 
@@ -98,31 +188,99 @@ class ClassificationTask:
             self._paths.update(zip(got_ids, paths))
         return [self._paths[i] for i in ids]
 
-    def images(self, dataset: str, ids: list[str], size: int) -> list[np.ndarray]:
-        """The samples' images, squared and resized to ``size`` (cached)."""
+    def images(self, dataset: str, ids: list[str], size: int, stain: Stain | None = None) -> list[np.ndarray]:
+        """The samples' images, squared and resized to ``size``, stain-normalised when ``stain`` (cached)."""
         paths = self._filepaths(dataset, ids)
+        tag = stain.tag if stain is not None else ""
         out = []
         for i, p in zip(ids, paths):
-            if (i, size) not in self._images:
-                self._images[(i, size)] = _load_image(p, size)
-            out.append(self._images[(i, size)])
+            if (i, size, tag) not in self._images:
+                self._images[(i, size, tag)] = _load_image(p, size, stain, i)
+            out.append(self._images[(i, size, tag)])
         return out
 
-    def features(self, dataset: str, ids: list[str], size: int) -> np.ndarray:
+    def features(self, dataset: str, ids: list[str], size: int, stain: Stain | None = None) -> np.ndarray:
         """Hand-crafted features of the samples' images (cached)."""
         from alldata.models import extract_features
 
-        todo = [i for i in ids if (i, size) not in self._features]
+        tag = stain.tag if stain is not None else ""
+        todo = [i for i in ids if (i, size, tag) not in self._features]
         if todo:
-            X, _ = extract_features(self.images(dataset, todo, size))
+            X, _ = extract_features(self.images(dataset, todo, size, stain))
             for i, row in zip(todo, X):
-                self._features[(i, size)] = row
-        return np.stack([self._features[(i, size)] for i in ids])
+                self._features[(i, size, tag)] = row
+        return np.stack([self._features[(i, size, tag)] for i in ids])
+
+    def stain(self, config: dict[str, Any], dataset: str, target_ids: list[str]) -> Stain:
+        """The normaliser of ``config`` (:class:`alldata.models.stain.StainTransform` fields) fitted
+        on the images ``target_ids`` of ``dataset`` (cached)."""
+        from PIL import Image
+
+        from alldata.models.stain import StainTransform, build_stain_transform
+
+        cfg = StainTransform(**config)
+        probe = Stain(cfg.model_dump(), dataset, list(target_ids), None)
+        if probe.tag not in self._stains:
+            paths = self._filepaths(dataset, list(target_ids))
+            targets = []
+            for p in paths:
+                with Image.open(p) as img:
+                    targets.append(np.asarray(img.convert("RGB")))
+            probe.fn = build_stain_transform(cfg, targets, paths)
+            self._stains[probe.tag] = probe
+        return self._stains[probe.tag]
+
+    def _arm_stain(self, ctx: CellContext, params: dict[str, Any]) -> Stain | None:
+        """The arm's ``stain:`` normaliser (``macenko`` / ``reinhard`` or a StainTransform mapping),
+        fitted on up to :data:`N_STAIN_TARGETS` of the cell's training images (a fixed hash order;
+        Macenko takes only images with enough stained pixels). Never a test image."""
+        from PIL import Image
+
+        from alldata.models.stain import StainTransform, stained_fraction
+
+        spec = params.get("stain")
+        if spec is None:
+            return None
+        config = {"kind": spec} if isinstance(spec, str) else dict(spec)
+        cfg = StainTransform(**config)
+        if cfg.kind in ("none", "hed_jitter"):
+            if cfg.kind == "hed_jitter":
+                raise AlldataError(f"arm {ctx.cell.arm!r}: stain: hed_jitter is an augmentation; use the arm "
+                                   "param hed_jitter: <strength> (e.g. 0.05) instead")
+            return None
+        order = sorted(ctx.train_ids, key=lambda i: hashlib.sha1(i.encode()).hexdigest())
+        targets: list[str] = []
+        for sid, path in zip(order, self._filepaths(ctx.dataset, order)):
+            if cfg.kind == "macenko":
+                with Image.open(path) as img:
+                    n, _ = stained_fraction(np.asarray(img.convert("RGB")), transmitted=cfg.transmitted, beta=cfg.beta)
+                if n < cfg.min_stained:
+                    continue
+            targets.append(sid)
+            if len(targets) == N_STAIN_TARGETS:
+                break
+        if not targets:
+            raise AlldataError(f"arm {ctx.cell.arm!r}: no training image has enough stained pixels to fit "
+                               f"{cfg.kind}; use stain: reinhard or lower beta")
+        return self.stain(cfg.model_dump(), ctx.dataset, targets)
 
     # --- arms -----------------------------------------------------------------------------------------
 
-    def _extra(self, ctx: CellContext, kind: str, params: dict[str, Any], size: int) -> tuple[list, list[str], list[str], dict]:
+    def _extra(self, ctx: CellContext, kind: str, params: dict[str, Any], size: int,
+               stain: Stain | None = None) -> tuple[list, list[str], list[str], dict]:
         """Images (or sample ids) the arm adds: (in-memory images, their labels, synthetic ids, info)."""
+        images, labels, syn, info = self._fill(ctx, kind, params, size, stain)
+        if params.get("hed_jitter"):
+            from alldata.models.stain import HedJitter
+
+            jitter = HedJitter(float(params["hed_jitter"]), seed=1000 * ctx.cell.seed + max(ctx.cell.fold, 0))
+            images = list(images) + [jitter(im) for im in self.images(ctx.dataset, ctx.train_ids, size, stain)]
+            labels = list(labels) + [ctx.labels[i] for i in ctx.train_ids]
+            info = {**info, "n_hed_jitter": len(ctx.train_ids)}
+        return images, labels, syn, info
+
+    def _fill(self, ctx: CellContext, kind: str, params: dict[str, Any], size: int,
+              stain: Stain | None) -> tuple[list, list[str], list[str], dict]:
         if kind in ("real", "oracle"):
             return [], [], [], {}
         recipe, cell = ctx.recipe, ctx.cell
@@ -138,7 +296,7 @@ class ClassificationTask:
                 src_ids = ctx.rare_kept if recipe.rare is not None else [i for i in ctx.train_ids if ctx.labels[i] == cls]
                 if not src_ids:
                     continue
-                src = self.images(ctx.dataset, src_ids, size)
+                src = self.images(ctx.dataset, src_ids, size, stain)
                 if kind == "oversample":
                     images += [src[j % len(src)] for j in range(n)]
                 else:
@@ -164,28 +322,32 @@ class ClassificationTask:
         arm = recipe.arm(cell.arm)
         spec = next(m for m in recipe.models if m.name == cell.model)
         size = recipe.data.image_size
-        extra_images, extra_labels, syn_ids, info = self._extra(ctx, arm.kind, dict(arm.params), size)
+        stain = self._arm_stain(ctx, dict(arm.params))
+        extra_images, extra_labels, syn_ids, info = self._extra(ctx, arm.kind, dict(arm.params), size, stain)
         syn_labels = [ctx.labels[i] for i in syn_ids]  # set by _synthesise
         y_train = [ctx.labels[i] for i in ctx.train_ids] + extra_labels + syn_labels
         cls = CLASSIFIERS.get(cell.model)
         kind = getattr(cls, "input_kind", "features")
+        test_ds = ctx.test_dataset or ctx.dataset
         if kind == "image":
             clf = cls(seed=cell.seed, image_size=size, progress=False, **spec.params)
-            X_train = (self.images(ctx.dataset, ctx.train_ids, size) + list(extra_images)
-                       + self.images(ctx.dataset, syn_ids, size))
-            X_test = self.images(ctx.dataset, ctx.test_ids, size)
+            X_train = (self.images(ctx.dataset, ctx.train_ids, size, stain) + list(extra_images)
+                       + self.images(ctx.dataset, syn_ids, size, stain))
+            X_test = self.images(test_ds, ctx.test_ids, size, stain)
         else:
             from alldata.models import extract_features
 
             clf = cls(seed=cell.seed, **spec.params)
-            parts = [self.features(ctx.dataset, ctx.train_ids, size)]
+            parts = [self.features(ctx.dataset, ctx.train_ids, size, stain)]
             if extra_images:
                 parts.append(extract_features(extra_images)[0])
             if syn_ids:
-                parts.append(self.features(ctx.dataset, syn_ids, size))
+                parts.append(self.features(ctx.dataset, syn_ids, size, stain))
             X_train = np.concatenate(parts)
-            X_test = self.features(ctx.dataset, ctx.test_ids, size)
+            X_test = self.features(test_ds, ctx.test_ids, size, stain)
         clf.fit(X_train, y_train)
+        if ctx.model_dir is not None:
+            clf.save(ctx.model_dir)
         proba = np.asarray(clf.predict_proba(X_test), dtype=float)
         fitted = [str(c) for c in clf.classes_]
         classes = recipe.data.class_names() or sorted(set(ctx.labels.values()))
@@ -196,26 +358,27 @@ class ClassificationTask:
             rows.append({"id": sid, "group": ctx.groups[sid], "true": ctx.labels[sid],
                          "pred": max(p, key=lambda c: (p[c], -classes.index(c))), "proba": p,
                          "truth_field": recipe.data.label_field})
+        if stain is not None:
+            used = set(ctx.train_ids) | set(ctx.test_ids)
+            info["stain"] = {**stain.describe(), "n_skipped_train_test": len(stain.skipped & used)}
         info.update(n_train=len(y_train), n_real=len(ctx.train_ids), n_synthetic=len(extra_labels) + len(syn_ids),
                     n_rare_kept=len(ctx.rare_kept), input_kind=kind, seconds=round(time.time() - t0, 2))
         return CellResult(rows=rows, metrics=self.score(rows), info=info)
 
     def score(self, rows: list[dict]) -> dict[str, float]:
         """Accuracy, balanced accuracy, macro/weighted F1, macro AUC and per-class metrics
-        (``sensitivity:<class>``, ``specificity:``, ``precision:``, ``f1:``, ``auc:``)."""
-        from alldata.metrics import classification_metrics
+        (``sensitivity:<class>``, ``specificity:``, ``precision:``, ``f1:``, ``auc:``).
 
+        The definitions (and NaN rules) of :func:`alldata.metrics.classification_metrics`,
+        computed with numpy alone: the group bootstrap calls this thousands of times."""
         if not rows:
             return {}
         labels = sorted(set(rows[0]["proba"]) | {r["true"] for r in rows} | {r["pred"] for r in rows})
-        scores = np.array([[r["proba"].get(c, 0.0) for c in labels] for r in rows])
-        rep = classification_metrics([r["true"] for r in rows], [r["pred"] for r in rows], labels=labels, scores=scores)
-        out = {"accuracy": rep.accuracy, "balanced_accuracy": rep.balanced_accuracy, "macro_f1": rep.macro["f1"],
-               "weighted_f1": rep.weighted["f1"], "macro_auc": rep.macro.get("auc", math.nan)}
-        for c in labels:
-            for m in ("sensitivity", "specificity", "precision", "f1", "auc"):
-                out[f"{m}:{c}"] = float(rep.per_class[c].get(m, math.nan))
-        return {k: float(v) for k, v in out.items()}
+        code = {c: j for j, c in enumerate(labels)}
+        yt = np.fromiter((code[r["true"]] for r in rows), dtype=np.int64, count=len(rows))
+        yp = np.fromiter((code[r["pred"]] for r in rows), dtype=np.int64, count=len(rows))
+        scores = np.array([[r["proba"].get(c, 0.0) for c in labels] for r in rows], dtype=float)
+        return fast_scores(yt, yp, scores, labels)
 
     def write_predictions(self, dataset: str, field: str, rows: list[dict]) -> None:
         """Write ``fo.Classification(label=pred, confidence)`` with ``truth_field`` / ``truth``

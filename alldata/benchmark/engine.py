@@ -30,13 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from alldata.benchmark.tasks import Cell, CellContext, CellResult, Task, get_task
+from alldata.benchmark.tasks import EXTERNAL_FOLD, Cell, CellContext, CellResult, Task, get_task
 from alldata.errors import AlldataError, SplitError
 from alldata.recipes import Recipe, recipe_slug
 from alldata.reports import (
     ArmResult,
     BenchmarkSummary,
     CellSummary,
+    ExternalResult,
     FoldSummary,
     Gain,
     GapRecovered,
@@ -67,6 +68,10 @@ ALPHA = 0.05
 
 class BenchmarkError(AlldataError, ValueError):
     """A benchmark that cannot run as asked: empty pool, too few groups, missing results."""
+
+
+class LabelMapError(BenchmarkError):
+    """An external pool holds labels the recipe's label map does not cover (names them and the fix)."""
 
 
 @dataclass
@@ -108,55 +113,102 @@ def _label_key(field_: str) -> str:
     return f"{field_}.label" if field_ in _LABEL_LIKE else field_
 
 
-def build_pool(recipe: Recipe, dataset: str) -> Pool:
-    """The real pool of ``recipe`` in ``dataset`` (see the module docstring).
+def select_pool(
+    recipe: Recipe,
+    dataset: str,
+    sources: list[str],
+    where: dict[str, Any] | None,
+    *,
+    strict: bool = False,
+    what: str = "pool",
+) -> tuple[Pool, list[Any]]:
+    """The real samples of ``sources`` in ``dataset`` matching ``where``, curated, no kept-copy
+    duplicates, no synthetic samples, labels mapped through the recipe's label map
+    (``data.classes`` and per-source ``data.source_labels``).
+
+    Returns:
+        (the pool, the number of cell detections per sample: segmentation strata).
 
     Raises:
-        BenchmarkError: the pool is empty or holds fewer than two classes.
+        LabelMapError: ``strict`` (an external pool) and some samples carry a label the map
+            does not cover; the message names the labels per source and how to map them.
     """
     from alldata.curation import curated
     from alldata.store import load_dataset
 
     ds = load_dataset(dataset)
     d = recipe.data
-    view = ds.match({F.SOURCE: {"$in": list(d.sources)}, F.IS_SYNTHETIC: {"$ne": True}, F.DUPLICATE_OF: None})
-    for k, v in (d.where or {}).items():
+    view = ds.match({F.SOURCE: {"$in": list(sources)}, F.IS_SYNTHETIC: {"$ne": True}, F.DUPLICATE_OF: None})
+    for k, v in (where or {}).items():
         view = view.match({_label_key(k): {"$in": v if isinstance(v, list) else [v]}})
     n_matched = len(view)
     view = curated(view)
     n_curated = len(view)
-    ids, keys, groups, raw, sources, hashes = view.values(
-        ["id", F.KEY, F.GROUP_ID, f"{d.label_field}.label", F.SOURCE, F.SHA256]
-    )
+    fields = d.label_fields()
+    got = view.values(["id", F.KEY, F.GROUP_ID, F.SOURCE, F.SHA256, *[f"{f}.label" for f in fields]])
+    ids, keys, groups, srcs, hashes = got[:5]
+    raw_by_field = dict(zip(fields, got[5:]))
     n_cells = view.values(f"{F.CELLS}.detections.label") if view.has_field(F.CELLS) else [None] * len(ids)
-    cmap = d.class_map()
-    keep = []
-    labels = []
-    for i, r in enumerate(raw):
+    keep: list[int] = []
+    labels: list[str] = []
+    unmapped: Counter[tuple[str, str, Any]] = Counter()
+    for i, src in enumerate(srcs):
+        field_ = d.field_for(src)
+        r = raw_by_field[field_][i]
+        cmap = d.map_for(src)
         if cmap is None:
-            if r is None and recipe.task == "classification":
+            if r is None and (recipe.task == "classification" or strict):
+                unmapped[(src, field_, r)] += 1
                 continue
             labels.append("" if r is None else str(r))
         elif r in cmap:
             labels.append(cmap[r])
         else:
+            unmapped[(src, field_, r)] += 1
             continue
         keep.append(i)
+    unmapped = Counter({k: n for k, n in unmapped.items() if not d.leaves_out(k[0])})
+    if strict and unmapped:
+        raise LabelMapError(_unmapped_message(recipe, dataset, what, unmapped))
     pool = Pool(
         ids=[ids[i] for i in keep],
         keys=[keys[i] for i in keep],
         groups=[groups[i] or keys[i] for i in keep],
         labels=labels,
-        sources=[sources[i] for i in keep],
+        sources=[srcs[i] for i in keep],
         hashes=[hashes[i] for i in keep],
         dropped={"rejected": n_matched - n_curated, "label_not_in_classes": n_curated - len(keep)},
     )
+    return pool, [n_cells[i] for i in keep]
+
+
+def _unmapped_message(recipe: Recipe, dataset: str, what: str, unmapped: Counter) -> str:
+    d = recipe.data
+    found = "; ".join(f"{src} {f}={r!r} ({n} samples)" for (src, f, r), n in sorted(unmapped.items(), key=str))
+    src, f, r = min(unmapped, key=str)
+    classes = d.class_names() or "the labels as they are"
+    example = (f"data.source_labels: {{{src}: {{label_field: {f}, classes: {{{r if r is not None else 'null'}: "
+               f"<one of {classes}>}}}}}}")
+    return (f"recipe {recipe.name!r}: the {what} in dataset {dataset!r} holds labels outside the recipe's label map "
+            f"(classes {classes}): {found}. Map them in data.classes (label field {d.label_field!r}) or per source "
+            f"with {example} (add unmapped: leave_out there to leave the source's other labels out), or leave "
+            "those samples out with a where: filter")
+
+
+def build_pool(recipe: Recipe, dataset: str) -> Pool:
+    """The real pool of ``recipe`` in ``dataset`` (see the module docstring and :func:`select_pool`).
+
+    Raises:
+        BenchmarkError: the pool is empty or holds fewer than two classes.
+    """
+    d = recipe.data
+    pool, n_cells = select_pool(recipe, dataset, list(d.sources), d.where)
     if recipe.task == "segmentation":
         pool.strata = [
-            f"eval:{sources[i]}:{'annotated' if n_cells[i] else 'unannotated'}"
-            if recipe.eval_sources is None or sources[i] in recipe.eval_sources
+            f"eval:{src}:{'annotated' if n else 'unannotated'}"
+            if recipe.eval_sources is None or src in recipe.eval_sources
             else None
-            for i in keep
+            for src, n in zip(pool.sources, n_cells)
         ]
     if recipe.max_per_class:
         pool = _limit_per_class(pool, recipe.max_per_class)
@@ -229,7 +281,11 @@ def fold_plan(pool: Pool, recipe: Recipe) -> list[FoldPlan]:
 
 
 def plan_cells(recipe: Recipe) -> list[Cell]:
-    """Every cell of ``recipe``: arm × model × seed × fold, in that nesting order."""
+    """Every cross-validation cell of ``recipe``: arm × model × seed × fold, in that nesting order
+    (none when an external ``test:`` pool has ``in_pool: false``; its external cells:
+    :func:`alldata.benchmark.external.plan_external_cells`)."""
+    if recipe.test is not None and not recipe.test.in_pool:
+        return []
     return [
         Cell(a.name, m.name, f, s)
         for a in recipe.arms
@@ -260,7 +316,8 @@ def cell_hash(recipe: Recipe, cell: Cell, dataset: str) -> str:
     cut (data, eval_sources, folds, rare, mix, max_per_class, task), the cell's own arm and
     model specs, and its fold and seed. Adding an arm, a metric or a seed, or rewording the
     description, leaves every finished cell valid."""
-    shared = recipe.model_dump(mode="json", by_alias=True, exclude=set(_PRESENTATION_KEYS))
+    shared = recipe.model_dump(mode="json", by_alias=True,
+                               exclude=set(_PRESENTATION_KEYS) | (set() if cell.external else {"test"}))
     arm = recipe.arm(cell.arm).model_dump(mode="json")
     model = next(m for m in recipe.models if m.name == cell.model).model_dump(mode="json")
     text = json.dumps({"recipe": shared, "arm": arm, "model": model, "fold": cell.fold, "seed": cell.seed,
@@ -336,71 +393,190 @@ def run_benchmark(
     unknown = {a.kind for a in recipe.arms} - set(task.arm_kinds)
     if unknown:
         raise BenchmarkError(f"task {recipe.task!r} does not implement arm kinds {sorted(unknown)}; it has {sorted(task.arm_kinds)}")
+    if recipe.test is not None and recipe.test.leave_one_source_out:
+        raise BenchmarkError(f"recipe {recipe.name!r} is a leave-one-source-out protocol; run it with "
+                             "alldata.benchmark.protocols.run_leave_one_source_out (alldata benchmark does)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pool = build_pool(recipe, dataset)
-    plans = {(p.seed, p.fold): p for p in fold_plan(pool, recipe)}
+    ext, ext_name = None, None
+    if recipe.test is not None:
+        from alldata.benchmark.external import build_external_pool, check_disjoint, external_dataset
+
+        ext_name = external_dataset(recipe, dataset)
+        ext = build_external_pool(recipe, dataset, pool)
+        check_disjoint(pool, dataset, ext, ext_name)
+    cv_cells = plan_cells(recipe)
+    ext_cells = _external_cells(recipe)
+    plans = {(p.seed, p.fold): p for p in fold_plan(pool, recipe)} if cv_cells else {}
     fingerprint = recipe_hash(recipe, dataset)
     kinds = {a.name: a.kind for a in recipe.arms}
     label_of = dict(zip(pool.ids, pool.labels))
     group_of = dict(zip(pool.ids, pool.groups))
+    if ext is not None:
+        label_of.update(zip(ext.ids, ext.labels))
+        group_of.update(zip(ext.ids, ext.groups))
     results: dict[Cell, CellResult] = {}
     ran = skipped = 0
-    cells = plan_cells(recipe)
+    cells = cv_cells + ext_cells
     bar = tqdm(cells, desc=f"benchmark {recipe.name}", unit="cell", disable=not progress)
     for cell in bar:
         bar.set_postfix_str(cell.key())
         path = out / "cells" / f"{cell.key()}.json"
-        if path.is_file():
+        model_dir = out / "models" / cell.key() if cell.external else None
+        if path.is_file() and (model_dir is None or (model_dir / MODEL_INFO).is_file()):
             saved = json.loads(path.read_text())
             if saved.get("cell_hash") == cell_hash(recipe, cell, dataset) or saved.get("recipe_hash") == fingerprint:
                 results[cell] = CellResult.from_json(saved)
                 skipped += 1
                 continue
-        plan = plans[(cell.seed, cell.fold)]
-        train = plan.train if kinds[cell.arm] == "oracle" else plan.train_cut
+        if cell.external:
+            assert ext is not None
+            everything = np.arange(len(pool))
+            cut, kept = _rare_cut(pool, recipe, everything, _EXTERNAL_RARE_FOLD, cell.seed)
+            train, rare_kept, test_ids = (everything if kinds[cell.arm] == "oracle" else cut), kept, ext.ids
+            fold_dir = "fold=external"
+        else:
+            plan = plans[(cell.seed, cell.fold)]
+            train = plan.train if kinds[cell.arm] == "oracle" else plan.train_cut
+            rare_kept, test_ids = plan.rare_kept, [pool.ids[i] for i in plan.test]
+            fold_dir = f"fold={cell.fold}"
         work = out / "work" / cell.key()
         work.mkdir(parents=True, exist_ok=True)
-        shared = out / "work" / "shared" / f"arm={cell.arm}" / f"fold={cell.fold}" / f"seed={cell.seed}"
+        shared = out / "work" / "shared" / f"arm={cell.arm}" / fold_dir / f"seed={cell.seed}"
         shared.mkdir(parents=True, exist_ok=True)
         ctx = CellContext(
             recipe=recipe, cell=cell, dataset=dataset,
-            train_ids=[pool.ids[i] for i in train], test_ids=[pool.ids[i] for i in plan.test],
+            train_ids=[pool.ids[i] for i in train], test_ids=list(test_ids),
             work_dir=work, quick=quick, shared_dir=shared, labels=label_of, groups=group_of,
-            rare_kept=[pool.ids[i] for i in plan.rare_kept], progress=progress,
+            rare_kept=[pool.ids[i] for i in rare_kept], progress=progress,
+            test_dataset=ext_name if cell.external else None, model_dir=model_dir,
         )
         started = time.time()
         result = task.run(ctx)
         result.info.setdefault("seconds", round(time.time() - started, 2))
         result.info.setdefault("n_test", len(ctx.test_ids))
         _check_rows(cell, result, set(ctx.test_ids))
+        if model_dir is not None:
+            _write_model_info(model_dir, recipe, cell, dataset, pool, train, result.info.get("stain"))
         _write_json(path, {"recipe_hash": fingerprint, "cell_hash": cell_hash(recipe, cell, dataset), "cell": cell.key(),
                            **result.to_json()})
         results[cell] = result
         ran += 1
     bar.close()
+    cv_results = {c: results[c] for c in cv_cells}
+    in_pool = aggregate(recipe, task, cv_results) if cv_cells else {"arms": [], "gains": [], "gap_recovered": [],
+                                                                     "cells": []}
     summary = BenchmarkSummary(
         recipe=recipe.name, description=recipe.description, task=recipe.task, dataset=dataset,
         arm_names=[a.name for a in recipe.arms], models=[m.name for m in recipe.models], metrics=list(recipe.metrics),
         primary_metric=recipe.primary_metric, baseline=recipe.baseline, oracle=recipe.oracle,
         rare=recipe.rare.model_dump(by_alias=True) if recipe.rare else None, n_folds=recipe.folds,
         seeds=list(recipe.seeds), n_boot=recipe.n_boot, confidence=round(1 - ALPHA, 6),
-        **aggregate(recipe, task, results),
-        pool=PoolSummary(n=len(pool), n_groups=len(set(pool.groups)), per_class=pool.composition(),
-                         sources=dict(Counter(pool.sources)), left_out=pool.dropped),
+        **in_pool,
+        pool=_pool_summary(pool),
         folds=[FoldSummary(seed=p.seed, fold=p.fold, n_train=len(p.train), n_train_cut=len(p.train_cut),
                            n_rare_kept=len(p.rare_kept), n_test=len(p.test)) for p in plans.values()],
         quick=quick, command=command, recipe_hash=fingerprint, alldata_version=alldata.__version__,
         created=datetime.now(timezone.utc).replace(microsecond=0), seconds=round(time.time() - t0, 1),
         cells_run=ran, cells_reused=skipped, machine=_machine(),
     )
-    if write_back:
-        summary.prediction_fields = _write_back(recipe, task, dataset, results)
+    if ext is not None:
+        summary.external = _external_summary(recipe, task, dataset, ext, {c: results[c] for c in ext_cells},
+                                             summary, out, write_back)
+    if write_back and cv_cells:
+        summary.prediction_fields = _write_back(recipe, task, dataset, cv_results)
     summary.plots = [str(p.relative_to(out)) for p in write_plots(recipe, task, summary, results, out)]
     save_report(summary, out / "metrics.json")
     summary = load_benchmark_summary(out / "metrics.json")  # every reader sees what the file says
     write_report(recipe, summary, out)
     return BenchmarkRun(recipe, out, summary, results, ran, skipped)
+
+
+#: The fold number the rare-class cut is drawn with for external cells (one past any CV fold).
+_EXTERNAL_RARE_FOLD = 1_000
+#: The file beside a saved model that says what it was trained on (read by ``alldata evaluate``).
+MODEL_INFO = "alldata_model.json"
+
+
+def _write_gradcam(recipe: Recipe, dataset: str, fields: dict[str, str], out: Path) -> dict[str, str]:
+    """Grad-CAM heatmaps of the first model's external predictions, per arm (baseline last, so the
+    saved view "mistakes with heatmaps" shows the baseline's mistakes), when ``test.gradcam`` asks and
+    the first model is a CNN; ``{arm: heatmap field}``."""
+    from alldata.models import CLASSIFIERS
+
+    model = recipe.models[0].name
+    if recipe.test is None or not recipe.test.gradcam:
+        return {}
+    if getattr(CLASSIFIERS.get(model), "input_kind", "features") != "image":
+        warnings.warn(f"test.gradcam: the first model {model!r} is not a CNN; no heatmaps written", stacklevel=2)
+        return {}
+    from alldata.explain import write_gradcam
+    from alldata.store import load_dataset
+
+    ds = load_dataset(dataset)
+    done = {}
+    for arm in sorted(fields, key=lambda a: a == recipe.baseline):
+        cell = Cell(arm, model, EXTERNAL_FOLD, recipe.seeds[0])
+        rep = write_gradcam(ds, out / "models" / cell.key(), pred_field=fields[arm], progress=False,
+                            output_dir=out / "heatmaps" / arm)
+        done[arm] = rep.field
+    return done
+
+
+def _external_cells(recipe: Recipe) -> list[Cell]:
+    from alldata.benchmark.external import plan_external_cells
+
+    return plan_external_cells(recipe)
+
+
+def _pool_summary(pool: Pool) -> PoolSummary:
+    return PoolSummary(n=len(pool), n_groups=len(set(pool.groups)), per_class=pool.composition(),
+                       sources=dict(Counter(pool.sources)), left_out=pool.dropped)
+
+
+def _write_model_info(model_dir: Path, recipe: Recipe, cell: Cell, dataset: str, pool: Pool, train: np.ndarray,
+                      stain: dict[str, Any] | None = None) -> None:
+    """``alldata_model.json`` beside a saved model: the recipe, the cell, the training dataset, the
+    sha256 of every training file (so ``alldata evaluate`` can refuse a test file it was trained on)
+    and the arm's stain normaliser (its config and target images), to normalise new images alike."""
+    _write_json(model_dir / MODEL_INFO, {
+        "stain": stain,
+        "format": "alldata.benchmark/model-v1", "recipe": recipe.model_dump(mode="json", by_alias=True),
+        "arm": cell.arm, "model": cell.model, "seed": cell.seed, "dataset": dataset, "n_train": len(train),
+        "train_sha256": sorted({pool.hashes[i] for i in train if pool.hashes[i]}),
+    })
+
+
+def _external_summary(recipe: Recipe, task: Task, dataset: str, ext: Pool, results: dict[Cell, CellResult],
+                      summary: BenchmarkSummary, out: Path, write_back: bool) -> ExternalResult:
+    """The external pool's arms (CIs over its groups), paired gains, in-pool drops, selection, write-back."""
+    from alldata.benchmark.external import (
+        describe,
+        drop_table,
+        group_gains,
+        plan_external_cells,
+        rows_by_arm,
+        select_by_cv,
+    )
+
+    ext_aggr = aggregate(recipe, task, results, cells=plan_external_cells(recipe))
+    fields: dict[str, str] = {}
+    if write_back:
+        name = describe(recipe, dataset)["dataset"]
+        by_arm = rows_by_arm(results, recipe.models[0].name, recipe.seeds[0])
+        for arm in recipe.arms:
+            field_ = f"{prediction_field(recipe, arm.name)}_external"
+            task.write_predictions(name, field_, by_arm.get(arm.name, []))
+            fields[arm.name] = field_
+    heatmaps = _write_gradcam(recipe, describe(recipe, dataset)["dataset"], fields, out) if fields else {}
+    return ExternalResult(
+        **describe(recipe, dataset), pool=_pool_summary(ext), arms=ext_aggr["arms"], heatmap_fields=heatmaps,
+        gains=group_gains(recipe, task, results), cells=ext_aggr["cells"],
+        drops=drop_table(summary.arms, ext_aggr["arms"], list(recipe.metrics)),
+        selected=select_by_cv(summary.arms, recipe.primary_metric) if summary.arms else {},
+        prediction_fields=fields, model_dirs={c.key(): str(Path("models") / c.key()) for c in results},
+    )
 
 
 def _check_rows(cell: Cell, result: CellResult, test_ids: set[str]) -> None:
@@ -463,8 +639,9 @@ def _pooled_cis(task: Task, rows_by_seed: dict[int, list[dict]], metrics: list[s
         k = hashlib.sha1(np.asarray(idx, dtype=np.int64).tobytes()).digest()
         if k not in cache:
             per_seed = []
+            idx = np.asarray(idx, dtype=np.int64)
             for s in seeds:
-                sub = [rows[i] for i in idx if seed_of[i] == s]
+                sub = [rows[i] for i in idx[seed_of[idx] == s].tolist()]
                 per_seed.append(task.score(sub) if sub else {})
             cache[k] = {m: _nanmean([p.get(m, math.nan) for p in per_seed]) for m in metrics}
         return cache[k]
@@ -477,7 +654,8 @@ def _pooled_cis(task: Task, rows_by_seed: dict[int, list[dict]], metrics: list[s
     return out
 
 
-def aggregate(recipe: Recipe, task: Task, results: dict[Cell, CellResult]) -> dict[str, list[Any]]:
+def aggregate(recipe: Recipe, task: Task, results: dict[Cell, CellResult],
+              cells: list[Cell] | None = None) -> dict[str, list[Any]]:
     """Per arm/model metrics with CIs, paired gains over the baseline, gap recovered.
 
     Returns the results part of a :class:`~alldata.reports.BenchmarkSummary`: ``arms``
@@ -489,7 +667,10 @@ def aggregate(recipe: Recipe, task: Task, results: dict[Cell, CellResult]) -> di
     """
     from alldata.metrics import gap_recovered, paired_gain
 
-    missing = [c.key() for c in plan_cells(recipe) if c not in results]
+    cells_all = plan_cells(recipe) if cells is None else cells
+    missing = [c.key() for c in cells_all if c not in results]
+    results = {c: results[c] for c in cells_all if c in results}
+    external = bool(cells_all) and cells_all[0].external  # one pair per seed: gains pair on groups instead
     if missing:
         raise BenchmarkError(f"{len(missing)} cells have no result (e.g. {missing[0]}); run the benchmark to finish them")
     metrics = list(recipe.metrics)
@@ -521,7 +702,7 @@ def aggregate(recipe: Recipe, task: Task, results: dict[Cell, CellResult]) -> di
             }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for model in recipe.models:
+        for model in [] if external else recipe.models:
             base = per_pair[(recipe.baseline, model.name)]
             for arm in recipe.arms:
                 if arm.name == recipe.baseline:
@@ -547,7 +728,7 @@ def aggregate(recipe: Recipe, task: Task, results: dict[Cell, CellResult]) -> di
                                                 aggregate="ratio_of_means"))
     cells_out = [CellSummary(key=c.key(), arm=c.arm, model=c.model, fold=c.fold, seed=c.seed,
                              metrics=_plain(results[c].metrics), info=_plain(results[c].info))
-                 for c in plan_cells(recipe)]
+                 for c in cells_all]
     return {"arms": arms_out, "gains": gains_out, "gap_recovered": gap_out, "cells": cells_out}
 
 

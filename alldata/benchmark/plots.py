@@ -15,7 +15,8 @@ import numpy as np
 from alldata.metrics._common import MetricError, _div
 from alldata.metrics.stats import CI, GainResult, format_ci
 
-__all__ = ["figure", "format_ci", "markdown_table", "plot_confusion", "plot_gains", "plot_roc", "save_figure"]
+__all__ = ["figure", "format_ci", "markdown_table", "plot_confusion", "plot_external", "plot_gains", "plot_roc",
+           "save_figure"]
 
 
 def figure(figsize: tuple[float, float]) -> Any:
@@ -115,6 +116,30 @@ def plot_gains(
     ax.set_yticks(ys, [f"{n} (n={gains[n].n_pairs})" for n in names])
     ax.set_ylim(-0.7, len(names) - 0.3)
     ax.set(xlabel=f"paired gain in {metric_name} (mean, 95 % CI)", title=title or f"Gain over baseline: {metric_name}")
+    return save_figure(fig, path)
+
+
+def plot_external(
+    pairs: Mapping[str, tuple[CI, CI]], path: str | Path, metric_name: str, *, title: str | None = None
+) -> Path:
+    """Draw each row's in-pool and external value ``{name: (in_pool CI, external CI)}`` as two
+    points with their CI bars into a PNG: the gap between them is what a new site costs."""
+    names = list(pairs)
+    fig = figure((6.5, 1.4 + 0.55 * max(len(names), 1)))
+    ax = fig.add_subplot()
+    ys = np.arange(len(names))[::-1]
+    for k, (label, colour, dy) in enumerate((("in-pool (CV)", "tab:blue", 0.12), ("external", "tab:orange", -0.12))):
+        for y, name in zip(ys, names):
+            c = pairs[name][k]
+            err = np.nan_to_num(np.array([[c.point - c.low], [c.high - c.point]]), nan=0.0)
+            ax.errorbar([c.point], [y + dy], xerr=err, fmt="o", color=colour, capsize=4,
+                        label=label if y == ys[0] else None)
+            ax.annotate(format_ci(c.point), (c.point, y + dy), xytext=(0, 5), textcoords="offset points",
+                        ha="center", fontsize="x-small")
+    ax.set_yticks(ys, names)
+    ax.set_ylim(-0.7, len(names) - 0.3)
+    ax.set(xlabel=f"{metric_name} (pooled, 95 % CI over test groups)", title=title or f"In-pool vs external: {metric_name}")
+    ax.legend(loc="best", fontsize="small")
     return save_figure(fig, path)
 
 

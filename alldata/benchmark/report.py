@@ -16,7 +16,7 @@ from alldata.benchmark.tasks import Cell, CellResult, Task
 from alldata.recipes import Recipe
 from alldata.reports import BenchmarkSummary, MetricSummary
 
-__all__ = ["arm_table", "gain_table", "write_plots", "write_report"]
+__all__ = ["arm_table", "drop_rows", "external_section", "gain_table", "write_plots", "write_report"]
 
 
 def _ci(m: MetricSummary) -> str:
@@ -73,11 +73,138 @@ def write_plots(recipe: Recipe, task: Task, summary: BenchmarkSummary, results: 
             seed = recipe.seeds[0]
             rows_by_arm: dict[str, list[dict]] = defaultdict(list)
             for c in sorted(results, key=lambda c: c.fold):
-                if c.model == model.name and c.seed == seed:
+                if c.model == model.name and c.seed == seed and not c.external:
                     rows_by_arm[c.arm].extend(results[c].rows)
             focus = recipe.rare.class_ if recipe.rare is not None else None
-            paths += task.plots(dict(rows_by_arm), plots, model.name, focus)
+            if rows_by_arm:
+                paths += task.plots(dict(rows_by_arm), plots, model.name, focus)
+    if summary.external is not None:
+        paths += _external_plots(recipe, task, summary, results, plots)
     return paths
+
+
+def _external_plots(recipe: Recipe, task: Task, summary: BenchmarkSummary, results: dict[Cell, CellResult],
+                    plots: Path) -> list[Path]:
+    """In-pool vs external of the primary metric, and the task's plots of the external rows."""
+    from alldata.benchmark.external import rows_by_arm
+    from alldata.benchmark.plots import plot_external
+    from alldata.metrics import CI
+
+    ext = summary.external
+    assert ext is not None
+    paths = []
+    m = recipe.primary_metric
+    pairs = {f"{d.arm} / {d.model}": (CI(d.in_pool, d.in_pool_ci_low, d.in_pool_ci_high),
+                                      CI(d.external, d.external_ci_low, d.external_ci_high))
+             for d in ext.drops if d.metric == m}
+    if pairs:
+        paths.append(plot_external(pairs, plots / f"external_vs_in_pool_{m.replace(':', '-')}.png", m,
+                                   title=f"{summary.recipe}\nin-pool CV vs external ({ext.dataset}: "
+                                         f"{', '.join(ext.sources)})"))
+    if hasattr(task, "plots"):
+        focus = recipe.rare.class_ if recipe.rare is not None else None
+        for model in recipe.models:
+            by_arm = {f"{arm}-external": rows for arm, rows in rows_by_arm(results, model.name, recipe.seeds[0]).items()}
+            if by_arm:
+                paths += task.plots(by_arm, plots / "external", model.name, focus)
+    return paths
+
+
+def drop_rows(summary: BenchmarkSummary, metrics: list[str] | None = None) -> list[dict[str, Any]]:
+    """In-pool vs external per arm, model and metric: both with CIs and the drop (external − in-pool)."""
+    from alldata.metrics import format_ci
+
+    ext = summary.external
+    return [
+        {"arm": d.arm, "model": d.model, "metric": d.metric,
+         "in-pool (CV)": format_ci(d.in_pool, d.in_pool_ci_low, d.in_pool_ci_high),
+         "external": format_ci(d.external, d.external_ci_low, d.external_ci_high),
+         "external − in-pool": format_ci(d.drop, signed=True)}
+        for d in (ext.drops if ext is not None else []) if metrics is None or d.metric in metrics
+    ]
+
+
+def external_section(recipe: Recipe, summary: BenchmarkSummary, level: str) -> list[str]:
+    """The report's external-pool part: pool, values with CIs, in-pool comparison, gains, selection."""
+    from alldata.benchmark.plots import markdown_table
+
+    ext = summary.external
+    assert ext is not None
+    where = f", where {ext.where}" if ext.where else ""
+    lines = [
+        "## External test pool", "",
+        (f"Trained on the whole training pool (dataset `{summary.dataset}`, sources {sorted(summary.pool.sources)}, "
+         f"{summary.pool.n} samples), tested on dataset `{ext.dataset}`, sources {ext.sources}{where}: "
+         f"{ext.pool.n} samples in {ext.pool.n_groups} groups, per class {ext.pool.per_class}. No file is in both "
+         "pools (sha256 checked). Each metric: value on the external rows (mean over seeds) with its "
+         f"{level} bootstrap interval over external groups ({recipe.n_boot} replicates)."), "",
+        markdown_table(arm_table(summary.model_copy(update={"arms": ext.arms}), recipe.metrics)), "",
+    ]
+    if ext.drops:
+        worst = min((d for d in ext.drops if d.metric == recipe.primary_metric and d.drop == d.drop),
+                    key=lambda d: d.drop, default=None)
+        lines += ["### External vs in-pool", "",
+                  ("The same models cross-validated inside the training pool (in-pool) and trained on all of it and "
+                   "tested on the external pool. The difference is what a new site, stain or scanner costs; "
+                   "in-pool figures alone overstate it."), ""]
+        if worst is not None:
+            lines += [(f"Largest fall in `{recipe.primary_metric}`: `{worst.arm}` / `{worst.model}`, "
+                       f"{worst.in_pool:.3f} in-pool → {worst.external:.3f} external ({worst.drop:+.3f})."), ""]
+        lines += [markdown_table(drop_rows(summary)), ""]
+    if ext.selected:
+        lines += [("Model chosen per arm by in-pool CV on `" + recipe.primary_metric + "` (the external pool never "
+                   "chooses): " + ", ".join(f"`{a}` → `{m}`" for a, m in ext.selected.items())), ""]
+    if ext.gains:
+        lines += [f"### Paired gain over `{recipe.baseline}` on the external pool", "",
+                  (f"Arm − baseline on the same external rows; {level} bootstrap interval over external groups."), "",
+                  markdown_table(gain_table(summary.model_copy(update={"gains": ext.gains}))), ""]
+    if ext.prediction_fields:
+        lines += [(f"External predictions of `{recipe.models[0].name}`, seed {recipe.seeds[0]}, in dataset "
+                   f"`{ext.dataset}`: " + ", ".join(f"`{f}`" for f in ext.prediction_fields.values())
+                   + ". Saved models (for `alldata evaluate`): `models/`."), ""]
+    if ext.heatmap_fields:
+        lines += [("Grad-CAM heatmaps of those predictions: " + ", ".join(f"`{f}`" for f in ext.heatmap_fields.values())
+                   + f" in `{ext.dataset}`; the saved view \"mistakes with heatmaps\" shows the `{recipe.baseline}` "
+                   "arm's wrong calls with them (`alldata app`)."), ""]
+    return lines
+
+
+def _rich_table(rows: list[dict[str, Any]], title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in dict.fromkeys(k for r in rows for k in r):
+        table.add_column(str(col))
+    for r in rows:
+        table.add_row(*(str(v) for v in r.values()))
+    return table
+
+
+def print_external(summary: BenchmarkSummary, console: Any) -> None:
+    """Print the external pool's in-pool vs external table (primary metric first) to a rich console."""
+    ext = summary.external
+    assert ext is not None
+    shown = list(dict.fromkeys([summary.primary_metric, *summary.metrics]))[:2]
+    level = f"{summary.confidence:.0%}".replace("%", " %")
+    if ext.drops:
+        console.print(_rich_table(drop_rows(summary, shown), f"external pool {ext.dataset}: {', '.join(ext.sources)} "
+                                  f"(n={ext.pool.n}) vs in-pool CV [{level} CI over test groups]"))
+    else:
+        console.print(_rich_table(arm_table(summary.model_copy(update={"arms": ext.arms}), shown),
+                                  f"external pool {ext.dataset}: {', '.join(ext.sources)} (n={ext.pool.n})"))
+    if ext.selected:
+        console.print("chosen by in-pool CV: " + ", ".join(f"{a} -> {m}" for a, m in ext.selected.items()))
+
+
+def print_loso(loso: Any, console: Any) -> None:
+    """Print a leave-one-source-out run's table (:class:`~alldata.benchmark.protocols.LosoRun`)."""
+    from alldata.benchmark.protocols import loso_rows
+
+    r = loso.recipe
+    metrics = list(dict.fromkeys([r.primary_metric, *r.metrics]))[:2]
+    rows = [{k: v for k, v in row.items() if k != "classes"} for row in loso_rows(loso.runs, metrics)]
+    console.print(_rich_table(rows, f"{r.name}: leave one source out (external vs in-pool)"))
+    console.print(f"report: {loso.out_dir / 'loso.md'}")
 
 
 def _fmt_seconds(s: float) -> str:
@@ -121,14 +248,19 @@ def write_report(recipe: Recipe, summary: BenchmarkSummary, out_dir: str | Path)
     if len(recipe.seeds) < 3:
         lines += [(f"Only {len(recipe.seeds)} seed(s): the intervals below describe these folds, not the variation "
                   "between fold draws; use 3 or more seeds for conclusions."), ""]
-    lines += ["## Results", "",
-              (f"Each metric: value on the test rows pooled across folds (mean over seeds) with its {level} bootstrap "
-              f"interval over test groups ({recipe.n_boot} replicates)."), "",
-              markdown_table(arm_table(summary, recipe.metrics)), "",
-              f"## Paired gain over `{recipe.baseline}`", "",
-              (f"Per (seed, fold) pair: arm − baseline; mean with a {level} bootstrap interval over the pairs. "
-              "An interval that contains 0 is a gain these data cannot tell from none."), "",
-              markdown_table(gain_table(summary)), ""]
+    if summary.external is not None:
+        lines += external_section(recipe, summary, level)
+    if summary.arms:
+        lines += [f"## {'In-pool results (cross-validation on the training pool)' if summary.external else 'Results'}",
+                  "",
+                  (f"Each metric: value on the test rows pooled across folds (mean over seeds) with its {level} "
+                   f"bootstrap interval over test groups ({recipe.n_boot} replicates)."), "",
+                  markdown_table(arm_table(summary, recipe.metrics)), ""]
+    if summary.gains:
+        lines += [f"## Paired gain over `{recipe.baseline}`", "",
+                  (f"Per (seed, fold) pair: arm − baseline; mean with a {level} bootstrap interval over the pairs. "
+                   "An interval that contains 0 is a gain these data cannot tell from none."), "",
+                  markdown_table(gain_table(summary)), ""]
     if summary.gap_recovered:
         rows = [{"arm": g.arm, "model": g.model, "metric": g.metric,
                  "gap recovered": format_ci(g.mean, g.ci_low, g.ci_high), "pairs": g.n_pairs}
@@ -142,7 +274,7 @@ def write_report(recipe: Recipe, summary: BenchmarkSummary, out_dir: str | Path)
                   + ", ".join(f"`{f}`" for f in summary.prediction_fields.values())
                   + " (attribute `truth_field` names the label they predict).", ""]
     if plots:
-        lines += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
+        lines += ["## Plots", ""] + [f"![{p.stem}]({p.as_posix()})" for p in plots] + [""]
     lines += ["## Recipe", "", "```yaml",
               yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True), sort_keys=False).strip(), "```", ""]
     path = out / "report.md"

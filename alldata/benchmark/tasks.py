@@ -24,7 +24,10 @@ from alldata.registry import Registry
 if TYPE_CHECKING:
     from alldata.recipes import Recipe
 
-__all__ = ["TASKS", "Cell", "CellContext", "CellResult", "Task", "get_task"]
+__all__ = ["EXTERNAL_FOLD", "TASKS", "Cell", "CellContext", "CellResult", "Task", "get_task"]
+
+#: The ``fold`` of a cell trained on the whole training pool and tested on the external pool.
+EXTERNAL_FOLD = -1
 
 @dataclass(frozen=True)
 class Cell:
@@ -35,9 +38,16 @@ class Cell:
     fold: int
     seed: int
 
+    @property
+    def external(self) -> bool:
+        """Whether this cell trains on the whole pool and tests on the external pool."""
+        return self.fold == EXTERNAL_FOLD
+
     def key(self) -> str:
-        """``arm=<arm>/model=<model>/fold=<fold>/seed=<seed>``: also the result file's relative path."""
-        return f"arm={self.arm}/model={self.model}/fold={self.fold}/seed={self.seed}"
+        """``arm=<arm>/model=<model>/fold=<fold>/seed=<seed>`` (``fold=external`` for an external
+        cell): also the result file's relative path."""
+        fold = "external" if self.external else self.fold
+        return f"arm={self.arm}/model={self.model}/fold={fold}/seed={self.seed}"
 
 
 @dataclass
@@ -60,6 +70,8 @@ class CellContext:
         groups: sample id -> group id for train and test ids.
         rare_kept: for the rare-class protocol, the train ids of the rare class that were kept.
         progress: show inner progress bars.
+        test_dataset: the dataset holding ``test_ids`` when it is not ``dataset`` (an external pool).
+        model_dir: where to save the fitted model (``config.json`` + safetensors), or None.
     """
 
     recipe: Recipe
@@ -74,6 +86,8 @@ class CellContext:
     groups: dict[str, str] = field(default_factory=dict)
     rare_kept: list[str] = field(default_factory=list)
     progress: bool = False
+    test_dataset: str | None = None
+    model_dir: Path | None = None
 
 
 @dataclass
