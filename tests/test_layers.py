@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "alldata.reports": 0,
     "alldata.score_report": 0,  # the pydantic models of the score report (read by the card)
     "alldata.mongod": 0,
+    "alldata.dbservice": 0,  # the bundled mongod as a local service (alldata db)
     # L1 compute: arrays, tensors and files in, numbers and images out; no FiftyOne dataset access
     "alldata.metrics": 1,
     "alldata.generators": 1,
@@ -46,22 +47,26 @@ LAYERS: dict[str, int] = {
     "alldata.synthetic": 2,
     "alldata.previews": 2,
     "alldata.link": 2,
+    "alldata.explain": 2,  # Grad-CAM heatmaps written to FiftyOne, the mistakes-with-heatmaps view
     "alldata.embeddings": 2,
     "alldata.views": 2,
     "alldata.mix": 3,  # an arm's training mix from a recipe: a job
     "alldata.info": 2,
+    "alldata.brain": 2,  # the FiftyOne Brain on the embeddings and predictions
     "alldata.overlap_pools": 2,  # reads the overlap compositor's pools from FiftyOne
     # L3 jobs: one user-visible task end to end
     "alldata.generate": 3,
     "alldata.compose": 3,
     "alldata.score": 3,
     "alldata.benchmark": 3,
+    "alldata.evaluate": 3,  # a saved model or a run's models scored on any dataset
     "alldata.card": 3,
     "alldata.export": 3,
     "alldata.publish": 3,
     "alldata.recipes": 3,
     # L4 the command line
     "alldata.cli": 4,
+    "alldata.app_plugin": 4,  # the FiftyOne App plugin: operators call jobs, like the CLI
     # third-party packages that belong to one layer: a FiftyOne import is dataset access
     "fiftyone": 2,
 }

@@ -11,9 +11,12 @@ import typer
 from alldata.cli import app as _app
 from alldata.cli import (
     benchmark,
+    brain,
     card,
     compose_overlaps,
+    db,
     embed,
+    evaluate,
     export,
     finetune_generator,
     generate,
@@ -21,6 +24,7 @@ from alldata.cli import (
     ingest,
     link_crops,
     mix,
+    plugin,
     previews,
     publish,
     score,
@@ -40,7 +44,7 @@ app = typer.Typer(
     add_completion=False,
 )
 #: in the order ``alldata --help`` lists them
-_COMMANDS = (ingest, split, link_crops, info, sources, _app, train_generator, finetune_generator, generate,
-             compose_overlaps, score, train_encoder, views, embed, card, export, publish, mix, benchmark, previews)
+_COMMANDS = (ingest, split, link_crops, info, sources, db, _app, plugin, train_generator, finetune_generator, generate,
+             compose_overlaps, score, train_encoder, views, embed, brain, card, export, publish, mix, benchmark, evaluate, previews)
 for _module in _COMMANDS:
     app.registered_commands += _module.app.registered_commands

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 import subprocess
 import sys
 from typing import Annotated
@@ -11,7 +12,7 @@ import typer
 
 from alldata.cli._common import console, err_console, handle_errors
 
-__all__ = ["app", "is_loopback"]
+__all__ = ["app", "is_loopback", "serve"]
 
 app = typer.Typer()
 
@@ -38,7 +39,8 @@ def app_(
     """Serve the FiftyOne App for NAME until Ctrl+C, with alldata's saved views (alldata-...).
 
     Runs FiftyOne's App server in the foreground (rather than ``fo.launch_app``, whose
-    background server outlives a killed script), so Ctrl+C stops it cleanly. Tag a sample
+    background server outlives a killed script), so Ctrl+C, `kill PID` and closing the
+    terminal all stop it cleanly. Tag a sample
     ``reject`` or correct its label in the App: mix, benchmark, card and publish respect it.
     """
     from alldata.store import load_dataset
@@ -60,11 +62,47 @@ def app_(
         from alldata.views import build_views
 
         print_views(name, build_views(ds))
+    from alldata.app_plugin.install import install_plugin
+
+    console.print(f"alldata App plugin: {install_plugin()} (operators: press ` in the App)", highlight=False)
     cmd = [sys.executable, "-m", "fiftyone.server.main", "--port", str(port), "--address", address]
     console.print(f"FiftyOne App: http://{address}:{port}/datasets/{name}  (Ctrl+C to stop)", highlight=False)
-    proc = subprocess.Popen(cmd)
+    serve(cmd)
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGHUP reached ``alldata app``."""
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def serve(cmd: list[str], stop_timeout: float = 60.0) -> int:
+    """Run the App server ``cmd`` in the foreground; stop it with us on Ctrl+C, SIGTERM or SIGHUP.
+
+    ``kill PID`` (SIGTERM) or a closed terminal (SIGHUP) would otherwise leave the server
+    child running, reparented and still serving the port. The child gets SIGTERM, then
+    SIGKILL after ``stop_timeout`` seconds. Returns the server's exit code.
+    """
+    signals = (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in signals}
+    proc: subprocess.Popen | None = None
     try:
-        proc.wait()
-    except KeyboardInterrupt:
+        proc = subprocess.Popen(cmd)
+        return proc.wait()
+    except (KeyboardInterrupt, _Stop):
+        for sig in signals:  # a second signal must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
+        if proc is None:
+            return 1
         proc.terminate()
-        proc.wait(60)
+        try:
+            proc.wait(stop_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        return proc.returncode
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from alldata.cli._common import console, handle_errors
+from alldata.cli._common import console, handle_errors, metric_columns
 
 app = typer.Typer()
 
@@ -35,24 +35,39 @@ def benchmark(
     r = load_recipe(recipe)
     out = out or Path("runs") / f"{r.name}{'-quick' if quick else ''}"
     command = shlex.join(["alldata", *sys.argv[1:]]) if sys.argv[1:2] == ["benchmark"] else None
-    run = run_benchmark(r, dataset, out, quick=quick, command=command)
+    if r.test is not None and r.test.leave_one_source_out:
+        from alldata.benchmark.protocols import run_leave_one_source_out
+        from alldata.benchmark.report import print_loso
+
+        print_loso(run_leave_one_source_out(r, dataset, out, quick=quick, command=command, write_back=write_back), console)
+        return
+    run = run_benchmark(r, dataset, out, quick=quick, command=command, write_back=write_back)
     s = load_benchmark_summary(out)
     level = f"{s.confidence:.0%}".replace("%", " %")
-    shown = list(dict.fromkeys([s.primary_metric, *s.metrics]))[:4]
+    shown, left_out = metric_columns(s.metrics, s.primary_metric)
     table = Table(title=f"{s.recipe}: value [{level} CI over test groups]")
     for col in ("arm", "model", *shown):
         table.add_column(col)
     for e in s.arms:
         table.add_row(e.arm, e.model, *(format_ci(e.metrics[m].pooled, e.metrics[m].ci_low, e.metrics[m].ci_high)
                                         for m in shown))
-    console.print(table)
+    if s.arms:  # none when an external recipe skips the in-pool CV
+        console.print(table)
+    if left_out:
+        console.print(f"(+{len(left_out)} more metrics not shown at this width: {', '.join(left_out)}; all are in "
+                      f"{out / 'report.md'}, and in full when the output goes to a file)", highlight=False)
     gains = Table(title=f"paired gain over {s.baseline} [{level} CI over (seed, fold)]")
     for col in ("arm", "model", "metric", "gain", "pairs"):
         gains.add_column(col)
     focus = [s.primary_metric] + ([f"sensitivity:{run.recipe.rare.class_}"] if run.recipe.rare else [])
     for g in gain_table(s, focus):
         gains.add_row(g["arm"], g["model"], g["metric"], g["gain"], str(g["pairs"]))
-    console.print(gains)
+    if s.gains:
+        console.print(gains)
     for g in s.gap_recovered:
         console.print(f"gap recovered ({g.metric}) {g.arm}/{g.model}: {format_ci(g.mean, g.ci_low, g.ci_high)}")
+    if s.external is not None:
+        from alldata.benchmark.report import print_external
+
+        print_external(s, console)
     console.print(f"{run.ran} cells run, {run.skipped} reused, {s.seconds:.0f} s; report: {out / 'report.md'}")

@@ -20,7 +20,10 @@ def info(name: Annotated[str, typer.Argument(help="FiftyOne dataset name")] = "a
     from alldata.store import load_dataset
 
     c = dataset_counts(load_dataset(name))
-    t = Table(title=f"{name}: {c['total']} samples ({c['duplicates']} tagged duplicate, {c['synthetic']} synthetic)")
+    # the summary as its own line: a table title wraps at the (narrow) table's width
+    console.print(f"[bold]{name}[/]: {c['total']} samples ({c['duplicates']} tagged duplicate, {c['synthetic']} synthetic)",
+                  highlight=False)
+    t = Table()
     cols = ["total", "train", "val", "test", "unsplit"]
     t.add_column("source")
     for col in cols:
