@@ -5,8 +5,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING, Any
+
 from alldata.errors import AlldataError, SourceNotFoundError, UnknownNameError
-from alldata.schema import CellType, Diagnosis, Sample, Subtype
+
+if TYPE_CHECKING:
+    from alldata.schema import CellType, Diagnosis, Sample, Subtype
+
+_SCHEMA_NAMES = ("CellType", "Diagnosis", "Sample", "Subtype")
 
 __all__ = [
     "AlldataError",
@@ -18,3 +24,12 @@ __all__ = [
     "UnknownNameError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The schema's names load on first use: every command pays for numpy and pydantic only if it needs them."""
+    if name in _SCHEMA_NAMES:
+        from alldata import schema
+
+        return getattr(schema, name)
+    raise AttributeError(f"module 'alldata' has no attribute {name!r}")
