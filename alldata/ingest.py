@@ -6,62 +6,166 @@ and an interrupted run picks up where it stopped (samples are written in batches
 Files that cannot be loaded are reported (file + reason) and skipped; nothing on disk is
 ever changed, and nothing already in the dataset is deleted. The run's
 :class:`~alldata.reports.IngestReport` is written to :func:`report_path`.
+
+Speed: files are loaded (read, hashed, fully checked, validated, turned into database
+documents) in a pool of worker processes, in order, a bounded window of chunks at a time
+(memory stays flat); documents are written in bulk (:func:`alldata.store.insert_documents`).
+A re-run skips, without reading it, a file whose source gives a cheap stamp
+(:meth:`~alldata.sources.Source.quick_stamp`: size, mtime, inode, label folder) equal to
+the stored one; ``recheck=True`` reads and checks every file again.
+
+Scale-out: ``shard=(i, n)`` ingests only the files whose relative path hashes to ``i``
+modulo ``n``, so ``n`` processes (on one or many machines, against one MongoDB named by
+``FIFTYONE_DATABASE_URI``) share a source; a unique index on the key makes the database
+refuse a second copy of a record whoever writes it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import multiprocessing
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alldata.config import home
+from alldata.curation import audit_duplicates
 from alldata.errors import AlldataError, SourceNotFoundError
 from alldata.reports import IngestProblem, IngestReport, save_report
-from alldata.schema import F, Sample
+from alldata.schema import F
 from alldata.sources import SOURCES, Problem, Source, get_source
-from alldata.store import open_dataset, to_fiftyone
+from alldata.store import STAMP_FIELD, ensure_key_index, insert_documents, open_dataset, to_document
 
 if TYPE_CHECKING:
     import fiftyone as fo
 
-__all__ = ["IngestReport", "ingest", "ingest_all", "report_path", "tag_duplicates"]
+__all__ = ["IngestReport", "ingest", "ingest_all", "parse_shard", "report_path", "shard_of", "tag_duplicates"]
 
 
-def report_path(dataset: str, source: str) -> Path:
-    """Where the ingest report of ``source`` into ``dataset`` is written."""
-    return home() / "datasets" / dataset / f"ingest-{source}.json"
+def report_path(dataset: str, source: str, shard: tuple[int, int] | None = None) -> Path:
+    """Where the ingest report of ``source`` (or of one shard of it) into ``dataset`` is written."""
+    suffix = f"-shard{shard[0]}of{shard[1]}" if shard else ""
+    return home() / "datasets" / dataset / f"ingest-{source}{suffix}.json"
 
 
-def _load_all(source: Source, paths: list[Path], workers: int) -> Iterator[Sample | Problem]:
-    """Load ``paths`` in order with a bounded thread window (memory stays flat)."""
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; :class:`ValueError` naming the fix otherwise."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"shard {text!r} is not of the form i/n (e.g. 0/4 ... 3/4)") from None
+    if not 0 <= i < n:
+        raise ValueError(f"shard {text!r}: need 0 <= i < n (for n={n}: 0/{n} ... {n - 1}/{n})")
+    return i, n
 
-    def one(p: Path) -> Sample | Problem:
-        try:
-            return source.load(p)
-        except AlldataError as e:
-            return Problem(str(p), str(e))
-        except Exception as e:  # noqa: BLE001 - one bad file must not stop the ingest
-            return Problem(str(p), f"{type(e).__name__}: {e}")
 
-    if workers <= 1:
-        yield from map(one, paths)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        window: deque[Future] = deque()
-        it = iter(paths)
-        for p in it:
-            window.append(pool.submit(one, p))
-            if len(window) >= 4 * workers:
-                break
-        for p in it:
-            yield window.popleft().result()
-            window.append(pool.submit(one, p))
+def shard_of(relative_path: str, n: int) -> int:
+    """The shard (0..n-1) of a file: a stable hash (sha1) of its path relative to the source root,
+    so every machine and every run puts a file in the same shard."""
+    return int.from_bytes(hashlib.sha1(relative_path.encode("utf-8")).digest()[:8], "big") % n
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """One loaded file, ready to write: its key, record fingerprint, quick stamp and document."""
+
+    key: str
+    fingerprint: str
+    doc: dict
+
+
+#: The source a forked worker process loads from (set just before the pool forks).
+_WORKER_SOURCE: Source | None = None
+
+
+def _load_one(source: Source, path: Path) -> _Loaded | Problem:
+    try:
+        quick = source.quick_stamp(path)  # before reading: a change while loading makes it stale, not fresh
+        sample = source.load(path)
+        fp = sample.fingerprint()
+        doc = to_document(sample, fp)
+        if quick is not None:
+            doc[STAMP_FIELD] = quick[1]
+        return _Loaded(sample.key, fp, doc)
+    except AlldataError as e:
+        return Problem(str(path), str(e))
+    except Exception as e:  # noqa: BLE001 - one bad file must not stop the ingest
+        return Problem(str(path), f"{type(e).__name__}: {e}")
+
+
+def _load_chunk(paths: list[Path]) -> list[tuple[_Loaded | Problem, list[Problem]]]:
+    """Worker side: load ``paths`` in order; each result carries the problems its load recorded."""
+    src = _WORKER_SOURCE
+    assert src is not None
+    out = []
+    for p in paths:
+        n0 = len(src.problems)
+        res = _load_one(src, p)
+        out.append((res, src.problems[n0:]))
+        del src.problems[n0:]
+    return out
+
+
+class _Loader(Iterator):
+    """The loaded files in input order; :meth:`close` stops the worker processes (also unstarted)."""
+
+    def __init__(self, results: Iterator[_Loaded | Problem], pool: ProcessPoolExecutor | None = None) -> None:
+        self._results, self._pool = results, pool
+
+    def __next__(self) -> _Loaded | Problem:
+        return next(self._results)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _load_all(source: Source, paths: list[Path], workers: int) -> _Loader:
+    """Load ``paths`` in input order, in ``workers`` processes, a bounded window of chunks at a time.
+
+    The workers start at once (so loading overlaps the caller's database set-up) and are
+    forked (Linux): they share the imported modules and the source object; problems a worker
+    records are moved back into ``source.problems`` in order. With ``workers <= 1``, a handful
+    of files, or no ``fork`` on this platform, files are loaded here, lazily.
+    """
+    global _WORKER_SOURCE
+
+    if workers <= 1 or len(paths) < 2 * workers or "fork" not in multiprocessing.get_all_start_methods():
+        return _Loader(_load_one(source, p) for p in paths)
+    chunk = max(1, min(32, len(paths) // (8 * workers)))
+    chunks = (paths[i : i + chunk] for i in range(0, len(paths), chunk))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    _WORKER_SOURCE = source
+    try:  # every worker is forked at the first submit
+        window: deque[Future] = deque(pool.submit(_load_chunk, c) for _, c in zip(range(3 * workers), chunks))
+    finally:
+        _WORKER_SOURCE = None
+
+    def results() -> Iterator[_Loaded | Problem]:
         while window:
-            yield window.popleft().result()
+            done = window.popleft().result()
+            nxt = next(chunks, None)
+            if nxt is not None:
+                window.append(pool.submit(_load_chunk, nxt))
+            for res, problems in done:
+                source.problems.extend(problems)
+                yield res
+        pool.shutdown(wait=True)
+
+    return _Loader(results(), pool)
+
+
+def _relative(path: Path, base: Path) -> str:
+    """``path`` relative to the source root, as posix text (the shard key)."""
+    try:
+        return path.parent.resolve().joinpath(path.name).relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def ingest(
@@ -69,9 +173,11 @@ def ingest(
     dataset: str,
     *,
     root: str | Path | None = None,
-    batch_size: int = 64,
+    batch_size: int = 256,
     workers: int = 2,
     max_samples: int | None = None,
+    shard: tuple[int, int] | None = None,
+    recheck: bool = False,
     progress: bool = True,
 ) -> IngestReport:
     """Ingest one source into the persistent dataset ``dataset`` (created if missing).
@@ -81,8 +187,11 @@ def ingest(
         dataset: FiftyOne dataset name.
         root: the source's folder when ``source`` is a name (default: under the data root).
         batch_size: samples per database write.
-        workers: threads decoding and hashing images.
+        workers: processes reading, hashing and checking files (1: all in this process).
         max_samples: load only the first N files (sorted), for trials.
+        shard: ``(i, n)``: only the files of shard ``i`` of ``n`` (:func:`shard_of`), so ``n``
+            processes can share one source; see the module docstring.
+        recheck: read and check every file even when its quick stamp says it is unchanged.
         progress: show a progress bar.
 
     Returns:
@@ -91,61 +200,109 @@ def ingest(
     Raises:
         SourceNotFoundError: the source's files are not there (the message says how to get them).
     """
-    from tqdm import tqdm
-
     src = get_source(source, root) if isinstance(source, str) else source
     src.check()
     t0 = time.perf_counter()
     paths = src.items()[:max_samples]
+    if shard is not None:
+        base = src.root.resolve()
+        paths = [p for p in paths if shard_of(_relative(p, base), shard[1]) == shard[0]]
     report = IngestReport(source=src.name, root=str(src.root), dataset=dataset, found=len(paths))
+    import fiftyone as fo
+
+    # a new dataset has nothing to compare with: start loading now, while the dataset is set up
+    loader = _load_all(src, paths, workers) if recheck or not fo.dataset_exists(dataset) else None
+    try:
+        return _ingest(src, dataset, paths, loader, report, t0, batch_size, workers, max_samples, shard, recheck, progress)
+    finally:
+        if loader is not None:
+            loader.close()
+
+
+def _ingest(src: Source, dataset: str, paths: list[Path], loader: _Loader | None, report: IngestReport, t0: float,
+            batch_size: int, workers: int, max_samples: int | None, shard: tuple[int, int] | None, recheck: bool,
+            progress: bool) -> IngestReport:
+    """The body of :func:`ingest` (``loader``: files already being loaded, for a new dataset)."""
+    from tqdm import tqdm
+
     ds = open_dataset(dataset)
-    view = ds.match({F.SOURCE: src.name})
-    ids, keys, fps = view.values(["id", F.KEY, F.RECORD_SHA256])
-    index = {k: (i, fp) for i, k, fp in zip(ids, keys, fps)}
+    ensure_key_index(ds)
+    # key -> (record fingerprint, stamp); no sample ids (converting 100k ObjectIds costs seconds)
+    keys, fps, stamps = ds.match({F.SOURCE: src.name}).values([F.KEY, F.RECORD_SHA256, STAMP_FIELD])
+    index = {k: (fp, st) for k, fp, st in zip(keys, fps, stamps)}
+    del keys, fps, stamps
     seen: set[str] = set()
-    batch: list[fo.Sample] = []
+    batch: list[dict] = []
     stale: list[str] = []
+    restamp: dict[str, str | None] = {}
 
     def flush() -> None:
         if stale:
-            ds.delete_samples(list(stale))
+            ds.delete_samples(ds.match({F.KEY: {"$in": list(stale)}}))
             stale.clear()
         if batch:
-            ds.add_samples(batch, progress=False, validate=False)  # validated by pydantic
+            where = {d[F.KEY]: d["filepath"] for d in batch}
+            for key in insert_documents(ds, batch):  # validated by pydantic; refused: another writer has it
+                src.warn(where[key], f"{key} was stored meanwhile by another ingest process; that copy was kept")
+                report.added -= 1
+                report.unchanged += 1
             batch.clear()
 
     bar = tqdm(total=len(paths), desc=f"ingest {src.name}", unit="img", disable=not progress)
-    for item in _load_all(src, paths, workers):
-        bar.update()
-        if isinstance(item, Problem):
-            src.problems.append(item)
-            continue
-        if item.key in seen:
-            src.skip(item.filepath, f"source_id {item.source_id!r} appears twice in {src.name}; second copy skipped")
-            continue
-        seen.add(item.key)
-        fp = item.fingerprint()
-        old = index.get(item.key)
-        if old is not None and old[1] == fp:
-            report.unchanged += 1
-            continue
-        if old is not None:
-            stale.append(old[0])
-            report.updated += 1
-        else:
-            report.added += 1
-        batch.append(to_fiftyone(item, fp))
-        if len(batch) >= batch_size:
-            flush()
+    todo = paths
+    if loader is None and index and not recheck:  # re-run: files whose quick stamp is unchanged are not read
+        todo = []
+        for p in paths:
+            quick = src.quick_stamp(p)
+            old = index.get(f"{src.name}/{quick[0]}") if quick is not None else None
+            if old is not None and old[1] == quick[1] and f"{src.name}/{quick[0]}" not in seen:
+                seen.add(f"{src.name}/{quick[0]}")
+                report.unchanged += 1
+                bar.update()
+            else:
+                todo.append(p)
+    inner = loader is None
+    if inner:
+        loader = _load_all(src, todo, workers)
+    try:
+        for item in loader:
+            bar.update()
+            if isinstance(item, Problem):
+                src.problems.append(item)
+                continue
+            if item.key in seen:
+                src.skip(item.doc["filepath"], f"source_id {item.doc[F.SOURCE_ID]!r} appears twice in {src.name}; "
+                                               "second copy skipped")
+                continue
+            seen.add(item.key)
+            old = index.get(item.key)
+            if old is not None and old[0] == item.fingerprint:
+                report.unchanged += 1
+                if old[1] != item.doc.get(STAMP_FIELD):  # same record, new stamp (e.g. touched): remember it
+                    restamp[item.key] = item.doc.get(STAMP_FIELD)
+                continue
+            if old is not None:
+                stale.append(item.key)
+                report.updated += 1
+            else:
+                report.added += 1
+            batch.append(item.doc)
+            if len(batch) >= batch_size:
+                flush()
+    finally:
+        if inner:
+            loader.close()
     flush()
+    if restamp:
+        ds.set_values(STAMP_FIELD, restamp, key_field=F.KEY)
     bar.close()
-    report.not_on_disk = 0 if max_samples else len(set(index) - seen)
+    report.not_on_disk = 0 if max_samples or shard else len(set(index) - seen)
     tag_duplicates(ds)
-    report.duplicates_tagged = len(ds.match({F.SOURCE: src.name}).match_tags(F.TAG_DUPLICATE))
+    src.problems += audit_duplicates(ds, report, seen)  # this run's duplicates; label conflicts tagged + reported
     report.problems = [IngestProblem(path=p.path, reason=p.reason, severity=p.severity)
                        for p in sorted(src.problems, key=lambda p: (p.severity, p.path))]
     report.seconds = time.perf_counter() - t0
-    _write_report(ds, report)
+    _write_report(ds, report, shard)
     return report
 
 
@@ -174,11 +331,18 @@ def tag_duplicates(ds: fo.Dataset) -> int:
     All members of a group get the ``duplicate`` tag; all but the first (by key) get
     ``duplicate_of`` = the first one's key. Nothing is dropped. Returns the number tagged.
     """
-    ids, keys, shas = ds.values(["id", F.KEY, F.SHA256])
+    keys, shas, tags = ds.values([F.KEY, F.SHA256, "tags"])
+    # samples are addressed by key (unique; cheaper than converting every id); by id if some have none
+    by = F.KEY
+    if any(k is None for k in keys):
+        by, keys = "id", ds.values("id")
+        names = dict(zip(keys, ds.values(F.KEY)))
+    else:
+        names = {k: k for k in keys}
     groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for i, k, h in zip(ids, keys, shas):
+    for i, h in zip(keys, shas):
         if h:
-            groups[h].append((k, i))
+            groups[h].append((names[i] or "", i))
     dup_of: dict[str, str | None] = {}
     for members in groups.values():
         if len(members) > 1:
@@ -186,23 +350,30 @@ def tag_duplicates(ds: fo.Dataset) -> int:
             first = members[0][0]
             for k, i in members:
                 dup_of[i] = None if k == first else first
-    view = ds.select(list(dup_of))
+
+    def pick(which: list[str]) -> fo.DatasetView:
+        return ds.select(which) if by == "id" else ds.match({F.KEY: {"$in": which}})
+
     if dup_of:
-        view.tag_samples(F.TAG_DUPLICATE)
-        ds.set_values(F.DUPLICATE_OF, dup_of, key_field="id")
-    stale = ds.match_tags(F.TAG_DUPLICATE).exclude(list(dup_of))
-    if len(stale):
-        stale.untag_samples(F.TAG_DUPLICATE)
-        stale.set_field(F.DUPLICATE_OF, None).save()
+        pick(list(dup_of)).tag_samples(F.TAG_DUPLICATE)
+        ds.set_values(F.DUPLICATE_OF, dup_of, key_field=by)
+    # untag only what this snapshot saw tagged: a concurrent ingest's newer tags are left alone
+    stale = [i for i, t in zip(keys, tags) if t and F.TAG_DUPLICATE in t and i not in dup_of]
+    if stale:
+        view = pick(stale)
+        view.untag_samples(F.TAG_DUPLICATE)
+        view.set_field(F.DUPLICATE_OF, None).save()
     return len(dup_of)
 
 
-def _write_report(ds: fo.Dataset, report: IngestReport) -> None:
-    """The report file (the contract), and a summary of it in ``ds.info["ingest"][source]``."""
+def _write_report(ds: fo.Dataset, report: IngestReport, shard: tuple[int, int] | None = None) -> None:
+    """The report file (the contract), and a summary of it in ``ds.info["ingest"][source]``
+    (``"<source> shard i/n"`` for a shard)."""
     report.finished = datetime.now(timezone.utc).replace(microsecond=0)
-    path = save_report(report, report_path(ds.name, report.source))
+    path = save_report(report, report_path(ds.name, report.source, shard))
+    ds.reload()  # other processes may have written their summaries meanwhile
     info = dict(ds.info)
-    info.setdefault("ingest", {})[report.source] = {
+    info.setdefault("ingest", {})[report.source + (f" shard {shard[0]}/{shard[1]}" if shard else "")] = {
         **report.model_dump(mode="json", exclude={"problems"}), "skipped": len(report.skipped),
         "warnings": len(report.warnings), "report": str(path)}
     ds.info = info

@@ -14,7 +14,19 @@ from alldata.schema import SEG_CLASSES, Box, F, Point, Sample
 if TYPE_CHECKING:
     import fiftyone as fo
 
-__all__ = ["ensure_schema", "load_dataset", "open_dataset", "to_fiftyone"]
+#: Where ingest keeps a file's quick stamp (:meth:`alldata.sources.Source.quick_stamp`).
+STAMP_FIELD = "file_stamp"
+
+__all__ = [
+    "STAMP_FIELD",
+    "ensure_key_index",
+    "ensure_schema",
+    "insert_documents",
+    "load_dataset",
+    "open_dataset",
+    "to_document",
+    "to_fiftyone",
+]
 
 
 def _fields() -> dict[str, tuple[Any, dict[str, Any]]]:
@@ -29,6 +41,7 @@ def _fields() -> dict[str, tuple[Any, dict[str, Any]]]:
             F.DUPLICATE_OF, F.GENERATOR, F.CHECKPOINT_SHA256, F.RECIPE, F.CONDITION, F.SAMPLER, F.ALLDATA_VERSION,
         )
     }
+    out[STAMP_FIELD] = (s, {})
     out.update({F.WIDTH: (i, {}), F.HEIGHT: (i, {}), F.SEED: (i, {}), F.NUM_INFERENCE_STEPS: (i, {}), F.IS_SYNTHETIC: (b, {})})
     for name in (F.GROUND_TRUTH, F.DIAGNOSIS, F.CELL_TYPE, F.SUBTYPE):
         out[name] = (emb, {"document_type": fo.Classification})
@@ -44,29 +57,59 @@ def _fields() -> dict[str, tuple[Any, dict[str, Any]]]:
 def ensure_schema(ds: fo.Dataset) -> None:
     """Declare every common-schema field (so empty fields still exist) and the mask targets."""
     have = ds.get_field_schema()
-    missing = {name: ftype(**kw) for name, (ftype, kw) in _fields().items() if name not in have}
-    if missing:
-        # one schema merge and one reload, where add_sample_field would reload per field
-        # (~30 ms each); private in fiftyone 1.22, hence the fallback
-        merge = getattr(ds, "_merge_sample_field_schema", None)
-        if merge is not None:
-            merge(missing)
-        else:  # pragma: no cover - other fiftyone versions
-            for name, field in missing.items():
-                ds.add_sample_field(name, type(field), embedded_doc_type=getattr(field, "document_type", None))
+    _declare(ds, {name: ftype(**kw) for name, (ftype, kw) in _fields().items() if name not in have})
     targets = {F.SEGMENTATION: dict(SEG_CLASSES), F.SEGMENTATION_ALT: dict(SEG_CLASSES)}
     if ds.mask_targets != targets:
         ds.mask_targets = targets
         ds.save()
 
 
+def _declare(ds: fo.Dataset, missing: dict[str, Any]) -> None:
+    """Declare the fields ``missing`` (name -> field instance) in one schema merge and one reload,
+    where add_sample_field would reload per field (~30 ms each); the merge is private in
+    fiftyone 1.22, hence the fallback."""
+    if not missing:
+        return
+    merge = getattr(ds, "_merge_sample_field_schema", None)
+    if merge is not None:
+        merge(missing)
+    else:  # pragma: no cover - other fiftyone versions
+        for name, field in missing.items():
+            ds.add_sample_field(name, type(field), embedded_doc_type=getattr(field, "document_type", None))
+
+
 def open_dataset(name: str) -> fo.Dataset:
-    """Load the persistent dataset ``name``, creating it (with the schema) if needed."""
+    """Load the persistent dataset ``name``, creating it (with the schema) if needed.
+
+    Safe when several processes open the same new dataset at once (``alldata ingest``
+    shards against one MongoDB): the one that loses the race to create it loads it.
+    """
     import fiftyone as fo
 
-    ds = fo.load_dataset(name) if fo.dataset_exists(name) else fo.Dataset(name, persistent=True)
+    if fo.dataset_exists(name):
+        ds = fo.load_dataset(name)
+    else:
+        try:
+            ds = fo.Dataset(name, persistent=True)
+        except ValueError:  # "Dataset 'x' already exists": created meanwhile by another process
+            if not fo.dataset_exists(name):
+                raise
+            ds = fo.load_dataset(name)
     ensure_schema(ds)
     return ds
+
+
+def ensure_key_index(ds: fo.Dataset) -> bool:
+    """A unique index on :data:`F.KEY <alldata.schema.F>` (samples that have one), so two
+    writers can never store the same record twice; returns False (and leaves the dataset as
+    it is) when the dataset already holds duplicate keys from before."""
+    from pymongo.errors import OperationFailure
+
+    try:
+        ds.create_index(F.KEY, unique=True, partialFilterExpression={F.KEY: {"$type": "string"}})
+    except (OperationFailure, ValueError):  # E11000: existing duplicates
+        return False
+    return True
 
 
 def load_dataset(name: str) -> fo.Dataset:
@@ -160,3 +203,163 @@ def to_fiftyone(sample: Sample, fingerprint: str | None = None) -> fo.Sample:
     tags = [F.TAG_SYNTHETIC] if s.is_synthetic else []
     # unset fields stay absent (they read as None; the schema declares them all)
     return fo.Sample(filepath=s.filepath, metadata=metadata, tags=tags, **{k: v for k, v in fields.items() if v is not None})
+
+
+# --- the fast write path: documents built directly, no per-sample FiftyOne objects ------------------
+# ``to_document`` writes the same BSON document that ``to_fiftyone(s)`` followed by
+# ``Dataset.add_samples`` stores (tests/test_ingest.py compares them field by field), without
+# building MongoEngine objects for the sample and its labels and without the per-sample
+# read-back that ``add_samples`` does; FiftyOne's own FiftyOneDataset importer writes raw
+# documents the same way (``fiftyone.core.odm.database.insert_documents``).
+
+
+def _label(cls: str, **fields: Any) -> dict[str, Any]:
+    from bson import ObjectId
+
+    return {"_id": ObjectId(), "_cls": cls, "tags": [], **fields}
+
+
+def _classification_doc(value: Any) -> dict[str, Any] | None:
+    return None if value is None else _label("Classification", label=getattr(value, "value", value))
+
+
+def _array(a: Any) -> Any:
+    from bson import Binary
+    from fiftyone.core.utils import serialize_numpy_array
+
+    return Binary(serialize_numpy_array(a))
+
+
+def _detection_doc(box: Box) -> dict[str, Any]:
+    from bson import ObjectId
+    from fiftyone.core.odm.utils import serialize_value
+
+    d = {"_id": ObjectId(), "_cls": "Detection", "attributes": {}, "tags": [], "label": box.label.value,
+         "bounding_box": [float(c) for c in box.bbox]}
+    if box.mask is not None:
+        d["mask"] = _array(box.mask)
+    d.update({k: serialize_value(v) for k, v in box.attributes.items() if v is not None})
+    return d
+
+
+def _keypoints_doc(points: list[Point] | None) -> dict[str, Any] | None:
+    from bson import ObjectId
+
+    if points is None:
+        return None
+    return {
+        "_cls": "Keypoints",
+        "keypoints": [
+            {"_id": ObjectId(), "_cls": "Keypoint", "attributes": {}, "tags": [], "label": p.label.value,
+             "points": [[float(p.x), float(p.y)]], "confidence": None}
+            for p in points
+        ],
+    }
+
+
+def to_document(sample: Sample, fingerprint: str | None = None) -> dict[str, Any]:
+    """The sample's database document, as ``to_fiftyone(sample)`` would be stored.
+
+    Runs without a database (safe in worker processes); :func:`insert_documents` adds the
+    dataset id and timestamps. Unset fields are left out, as FiftyOne does.
+    """
+    import random
+
+    from fiftyone.core.odm.utils import serialize_value
+
+    s = sample
+    fields: dict[str, Any] = {
+        F.SOURCE: s.source,
+        F.SOURCE_ID: s.source_id,
+        F.KEY: s.key,
+        F.SHA256: s.sha256,
+        F.RECORD_SHA256: fingerprint or s.fingerprint(),
+        F.LICENSE: s.license,
+        F.CITATION: s.citation,
+        F.SUBJECT_ID: s.subject_id,
+        F.GROUP_ID: s.group_id,
+        F.SOURCE_SPLIT: s.source_split,
+        F.IMAGE_KIND: s.image_kind.value,
+        F.WIDTH: s.width,
+        F.HEIGHT: s.height,
+        F.MAGNIFICATION: s.magnification,
+        F.STAIN: s.stain,
+        F.DEVICE: s.device,
+        F.GROUND_TRUTH: _classification_doc(s.ground_truth),
+        F.DIAGNOSIS: _classification_doc(s.diagnosis),
+        F.CELL_TYPE: _classification_doc(s.cell_type),
+        F.SUBTYPE: _classification_doc(s.subtype),
+        F.CELLS: None if s.cells is None else {"_cls": "Detections", "detections": [_detection_doc(b) for b in s.cells]},
+        F.BLASTS: _keypoints_doc(s.blasts),
+        F.OTHER_WBCS: _keypoints_doc(s.other_wbcs),
+        F.WBC_LABELS: None
+        if s.wbc_labels is None
+        else {"_cls": "Classifications", "classifications": [_classification_doc(c) for c in s.wbc_labels]},
+        F.IS_SYNTHETIC: s.is_synthetic,
+    }
+    for name, seg in ((F.SEGMENTATION, s.segmentation), (F.SEGMENTATION_ALT, s.segmentation_alt)):
+        fields[name] = None if seg is None else _label("Segmentation", mask=_array(seg.mask), annotator=seg.annotator)
+    if s.provenance is not None:
+        import json
+
+        p = s.provenance
+        fields.update(
+            {
+                F.GENERATOR: p.generator,
+                F.CHECKPOINT_SHA256: p.checkpoint_sha256,
+                F.SEED: p.seed,
+                F.CONDITION: json.dumps(p.condition, sort_keys=True),
+                F.SAMPLER: p.sampler,
+                F.NUM_INFERENCE_STEPS: p.num_inference_steps,
+                F.RECIPE: p.recipe,
+                F.ALLDATA_VERSION: p.alldata_version,
+            }
+        )
+    fields.update({k: serialize_value(v) for k, v in s.extra.items()})
+    doc: dict[str, Any] = {
+        "filepath": s.filepath,
+        "tags": [F.TAG_SYNTHETIC] if s.is_synthetic else [],
+        "metadata": {"_cls": "ImageMetadata", "size_bytes": s.size_bytes, "mime_type": s.mime_type,
+                     "width": s.width, "height": s.height, "num_channels": s.num_channels},
+        "_media_type": "image",
+        "_rand": random.random() * 0.001 + 0.999,  # as fiftyone.core.odm.sample._generate_rand
+    }
+    doc.update((k, v) for k, v in fields.items() if v is not None)
+    return doc
+
+
+def insert_documents(ds: fo.Dataset, docs: list[dict[str, Any]]) -> list[str]:
+    """Insert :func:`to_document` documents into ``ds`` in one bulk write; returns the keys
+    refused because a sample with that key is already there (written meanwhile by another
+    process, see :func:`ensure_key_index`). Fields the dataset has not declared yet (a
+    source's ``extra``) are declared first, as ``add_samples`` would.
+    """
+    import datetime
+
+    from pymongo.errors import BulkWriteError
+
+    if not docs:
+        return []
+    schema = ds.get_field_schema()
+    undeclared = {k: v for d in docs for k, v in d.items() if k not in schema and k not in _PRIVATE and v is not None}
+    if undeclared:  # a source's ``extra`` fields, the first time: declared with the type FiftyOne infers
+        from fiftyone.core.odm.utils import create_field, get_implied_field_kwargs
+
+        _declare(ds, {name: create_field(name, **get_implied_field_kwargs(value)) for name, value in undeclared.items()})
+    if ds.media_type is None:
+        ds.media_type = "image"
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    dataset_id = ds._doc.id
+    for d in docs:
+        d.update(_dataset_id=dataset_id, created_at=now, last_modified_at=now)
+    try:
+        ds._sample_collection.insert_many(docs, ordered=False)
+    except BulkWriteError as e:
+        errors = e.details.get("writeErrors", [])
+        if any(err.get("code") != 11000 for err in errors):
+            raise
+        return [docs[err["index"]][F.KEY] for err in errors]
+    return []
+
+
+_PRIVATE = {"_media_type", "_rand", "_dataset_id", "created_at", "last_modified_at", "_id"}

@@ -21,16 +21,42 @@ def ingest(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="FiftyOne dataset name")] = "alldata",
     all_sources: Annotated[bool, typer.Option("--all", help="ingest every source found under the data root")] = False,
     max_samples: Annotated[int | None, typer.Option(help="only the first N files of each source")] = None,
-    workers: Annotated[int, typer.Option(help="decoding threads")] = 2,
+    workers: Annotated[int, typer.Option(help="processes reading, hashing and checking files")] = 2,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="i/n: only shard i of n of SOURCE's files (run n of these, on one or many machines, "
+                     "against one FIFTYONE_DATABASE_URI)"),
+    ] = None,
+    recheck: Annotated[bool, typer.Option(help="read and check every file again, even when unchanged on disk")] = False,
+    masks: Annotated[
+        str | None,
+        typer.Option(help="folder source: SUFFIX (e.g. png) = every SUFFIX file is the mask of its same-stem image "
+                     "(stored as segmentation); 'none' = ingest same-stem files all as images"),
+    ] = None,
+    labels_csv: Annotated[
+        str | None,
+        typer.Option(help="folder source: a CSV (header; file column, label column) giving each image's label; "
+                     "'none' = labels from the class folder names"),
+    ] = None,
 ) -> None:
     """Ingest SOURCE (or --all) into a persistent dataset; re-running adds nothing new."""
     from alldata.ingest import ingest as run_ingest
-    from alldata.ingest import ingest_all, report_path
+    from alldata.ingest import ingest_all, parse_shard, report_path
 
     if all_sources == (source is not None):
         raise typer.BadParameter("give either a SOURCE or --all")
+    parts = None
+    if shard is not None:
+        if all_sources:
+            raise typer.BadParameter("--shard splits one SOURCE; give a SOURCE, not --all", param_hint="--shard")
+        try:
+            parts = parse_shard(shard)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--shard") from None
+    if all_sources and (masks or labels_csv):
+        raise typer.BadParameter("--masks and --labels-csv are options of the folder source; give SOURCE folder")
     if all_sources:
-        reports, missing = ingest_all(dataset, max_samples=max_samples, workers=workers)
+        reports, missing = ingest_all(dataset, max_samples=max_samples, workers=workers, recheck=recheck)
         for name, why in missing.items():
             console.print(f"[yellow]not found[/] {name}: {why}")
         if not reports:
@@ -40,7 +66,14 @@ def ingest(
             )
             raise typer.Exit(code=1)
     else:
-        reports = [run_ingest(source, dataset, root=path, max_samples=max_samples, workers=workers)]
+        from alldata.sources import get_source
+
+        options = {k: v for k, v in (("masks", masks), ("labels_csv", labels_csv)) if v is not None}
+        if options and source != "folder":
+            raise typer.BadParameter(f"--masks and --labels-csv are options of the folder source, not of {source!r}")
+        src = get_source(source, path, **options) if options else source
+        reports = [run_ingest(src, dataset, root=path, max_samples=max_samples, workers=workers, shard=parts,
+                              recheck=recheck)]
     for r in reports:
         console.print(r.summary())
         for p in r.skipped[:10]:
@@ -49,4 +82,4 @@ def ingest(
             console.print(f"  [yellow]warning[/] {p.path}: {p.reason}", highlight=False)
         more = max(0, len(r.skipped) - 10) + max(0, len(r.warnings) - 5)
         if r.problems:
-            console.print(f"  full report{f' (+{more} more)' if more else ''}: {report_path(dataset, r.source)}")
+            console.print(f"  full report{f' (+{more} more)' if more else ''}: {report_path(dataset, r.source, parts)}")

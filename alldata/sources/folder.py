@@ -3,6 +3,7 @@ the published class-folder sets (Taleqani, PBC, BCCD WBC crops)."""
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -59,8 +60,8 @@ class ClassFolderSource(Source):
                 self.skip_once(d, f"unknown class folder {d.name!r}; known {sorted(self.CLASS_MAP)}; its images were not loaded")
                 continue
             out += list_images(d)
-            for sub in sorted(d.iterdir()):
-                if sub.is_dir() and not sub.name.startswith("."):
+            for sub in sorted(d / e.name for e in os.scandir(d) if e.is_dir()):  # scandir: no stat per file
+                if not sub.name.startswith("."):
                     self.skip_once(sub, f"subfolder not read; put its images directly in {d.name}/")
         return out
 

@@ -69,8 +69,11 @@ def _file_column(header: list[str], rows: list[tuple[int, list[str]]], names: se
 
 def detect_labels_csv(root: Path, images: list[Path]) -> Path | None:
     """The first ``*.csv``/``*.tsv`` directly in ``root`` that names at least one of ``images``, else None."""
+    tables = sorted(p for p in root.iterdir() if p.suffix.lower() in (".csv", ".tsv") and p.is_file())
+    if not tables:  # the usual case: no need to index every image's names
+        return None
     names = {k for p in images for k in _keys(p, root)}
-    for f in sorted(p for p in root.iterdir() if p.suffix.lower() in (".csv", ".tsv") and p.is_file()):
+    for f in tables:
         try:
             header, rows = _rows(f)
         except AnnotationError:
