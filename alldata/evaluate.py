@@ -10,7 +10,8 @@ training dataset and the sha256 of every training file). This job
    the dataset holds) with the recipe's label map: a label the map does not cover is an error
    naming it and the fix (:class:`~alldata.benchmark.engine.LabelMapError`);
 3. refuses a test file the model was trained on (same sha256);
-4. predicts, scores with the recipe's metrics and a bootstrap CI over the pool's groups, and
+4. prepares the images as the model's arm did (its stain normaliser and its scale harmonisation,
+   both read from ``alldata_model.json``), predicts, scores with the recipe's metrics and a bootstrap CI over the pool's groups, and
    writes the predictions to ``eval_<run>_<arm>_<model>`` (or ``field``) of ``dataset``.
 
 A bare saved model (no ``alldata_model.json``) is scored too: say which label field it
@@ -156,7 +157,7 @@ def evaluate(
         LabelMapError: labels outside the recipe's label map.
         DuplicateAcrossPoolsError: a test file the model was trained on.
     """
-    from alldata.benchmark.classification import ClassificationTask
+    from alldata.benchmark.classification import ClassificationTask, Scale
     from alldata.benchmark.engine import ALPHA, _pooled_cis, select_pool
     from alldata.benchmark.external import DuplicateAcrossPoolsError
     from alldata.store import load_dataset
@@ -191,10 +192,12 @@ def evaluate(
         size = recipe.data.image_size
         st = (info or {}).get("stain")
         stain = task.stain(st["config"], st["dataset"], st["target_ids"]) if st else None
+        sc = (info or {}).get("scale")
+        scale = Scale(float(sc["rbc_px"]), {str(k): float(v) for k, v in sc["source_rbc_px"].items()}) if sc else None
         if getattr(model, "input_kind", "features") == "image":
-            X = task.images(dataset, pool.ids, size, stain)
+            X = task.images(dataset, pool.ids, size, stain, scale)
         else:
-            X = task.features(dataset, pool.ids, size, stain)
+            X = task.features(dataset, pool.ids, size, stain, scale)
         proba = np.asarray(model.predict_proba(X), dtype=float)
         col = {c: j for j, c in enumerate(known)}
         classes = recipe.data.class_names() or known

@@ -14,7 +14,11 @@ __all__ = ["dataset_counts"]
 
 
 def dataset_counts(ds: fo.Dataset | fo.DatasetView) -> dict[str, dict]:
-    """Per-source totals and splits, label counts, box/point counts, duplicates and synthetic samples."""
+    """Per-source totals and splits, label counts, box/point counts, duplicates and synthetic samples,
+    and ``benchmark``: the samples benchmark generator arms made from this dataset, kept apart in
+    their own datasets (``{dataset name: count}``, see :func:`alldata.synthetic.benchmark_dataset`)."""
+    from alldata.synthetic import benchmark_datasets
+
     sources, splits = ds.values([F.SOURCE, F.SPLIT])
     by_source: dict[str, Counter] = defaultdict(Counter)
     for src, split in zip(sources, splits):
@@ -36,4 +40,5 @@ def dataset_counts(ds: fo.Dataset | fo.DatasetView) -> dict[str, dict]:
         "objects": objects,
         "duplicates": len(ds.match_tags(F.TAG_DUPLICATE)),
         "synthetic": len(ds.match_tags(F.TAG_SYNTHETIC)),
+        "benchmark": benchmark_datasets(getattr(ds, "dataset_name", None) or ds.name),
     }

@@ -364,10 +364,25 @@ STAIN_KINDS = ("macenko", "reinhard", "none")
 
 
 def _check_harmonisation(i: int, arm: ArmSpec, task: str) -> None:
-    """``stain`` (a normaliser name or a StainTransform mapping) and ``hed_jitter`` (a strength) arm params."""
+    """``stain`` (a normaliser name or a StainTransform mapping), ``hed_jitter`` (a strength) and
+    ``rbc_px`` / ``source_rbc_px`` (scale harmonisation: a common red-cell diameter) arm params."""
     p = arm.params
-    if ("stain" in p or "hed_jitter" in p) and task != "classification":
-        raise ValueError(f"arms.{i}.params: stain / hed_jitter are classification arm params, not {task!r} ones")
+    if any(k in p for k in ("stain", "hed_jitter", "rbc_px", "source_rbc_px")) and task != "classification":
+        raise ValueError(f"arms.{i}.params: stain / hed_jitter / rbc_px are classification arm params, not {task!r} ones")
+    if "source_rbc_px" in p and "rbc_px" not in p:
+        raise ValueError(f"arms.{i}.params.source_rbc_px needs rbc_px (the common red-cell diameter, e.g. rbc_px: 16)")
+    if "rbc_px" in p:
+        ok = isinstance(p["rbc_px"], (int, float)) and not isinstance(p["rbc_px"], bool) and p["rbc_px"] > 0
+        table = p.get("source_rbc_px") or {}
+        ok = ok and isinstance(table, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in table.values())
+        if not ok:
+            raise ValueError(f"arms.{i}.params.rbc_px: {p['rbc_px']!r} (source_rbc_px: {p.get('source_rbc_px')!r}); "
+                             "give the common red-cell diameter in pixels (> 0, e.g. 16) and, optionally, "
+                             "source_rbc_px: {source: pixels} to override alldata.generators.overlap.RBC_PX")
+        if is_generator_kind(arm.kind):
+            raise ValueError(f"arms.{i}.params.rbc_px: arm kind {arm.kind!r} generates images with no source red-cell "
+                             "size; use rbc_px on real / oracle / oversample / augment arms")
     if "stain" in p:
         kind = p["stain"] if isinstance(p["stain"], str) else (p["stain"] or {}).get("kind")
         if kind not in STAIN_KINDS:

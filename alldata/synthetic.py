@@ -1,5 +1,10 @@
 """Synthetic samples: build them in the common schema and add them to a dataset, resumably.
 
+Samples a benchmark arm generates go to a run-scoped dataset, :func:`benchmark_dataset`
+(``<dataset>-bench-<recipe>``), never to the user's dataset: at quick settings they fail the
+quality gates, and they must not land silently in views, mixes, cards or exports.
+:func:`benchmark_datasets` lists them (``alldata info`` reports their counts).
+
 Every synthetic sample is a :class:`~alldata.schema.Sample` with ``source =
 "synthetic/<family>"``, a deterministic ``source_id`` (so a re-run or a resumed run adds
 nothing twice), ``group_id`` = its own key, and a filled :class:`~alldata.schema.Provenance`.
@@ -15,7 +20,29 @@ from alldata import __version__
 from alldata.imageio import inspect_image
 from alldata.schema import F, ImageKind, Provenance, Sample
 
-__all__ = ["add_synthetic", "existing_keys", "make_synthetic_sample", "synthetic_source"]
+__all__ = ["BENCH_INFIX", "add_synthetic", "benchmark_dataset", "benchmark_datasets", "existing_keys",
+           "make_synthetic_sample", "synthetic_source"]
+
+#: What joins a dataset's name and a recipe's in the name of a benchmark's synthetic dataset.
+BENCH_INFIX = "-bench-"
+
+
+def benchmark_dataset(dataset: str, recipe: str) -> str:
+    """The dataset the generator arms of ``recipe`` write their samples to when it runs on ``dataset``.
+
+    Examples:
+        >>> benchmark_dataset("alldata", "rare-class-recovery")
+        'alldata-bench-rare-class-recovery'
+    """
+    return f"{dataset}{BENCH_INFIX}{recipe}"
+
+
+def benchmark_datasets(dataset: str) -> dict[str, int]:
+    """``{name: number of samples}`` of the benchmark datasets of ``dataset`` (empty when none)."""
+    import fiftyone as fo
+
+    prefix = f"{dataset}{BENCH_INFIX}"
+    return {n: len(fo.load_dataset(n)) for n in sorted(fo.list_datasets()) if n.startswith(prefix)}
 
 
 def synthetic_source(family: str) -> str:

@@ -148,15 +148,35 @@ def test_engine_end_to_end_resume_and_write_back(cells_ds, tmp_path, monkeypatch
     assert cell_hash(retuned, cell0, cells_ds) != cell_hash(recipe, cell0, cells_ds) == cell_hash(grown, cell0, cells_ds)
 
 
-def test_gan_arm_trains_on_train_cells_and_adds_synthetic_samples(cells_ds, tmp_path):
+@pytest.fixture
+def bench_ds(cells_ds):
+    from alldata.synthetic import benchmark_dataset
+
+    name = benchmark_dataset(cells_ds, "tiny-rare")
+    yield name
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+
+
+def test_gan_arm_trains_on_train_cells_and_adds_synthetic_samples(cells_ds, bench_ds, tmp_path):
     import torch
 
+    from alldata.info import dataset_counts
+
     torch.set_num_threads(1)
+    before = dataset_counts(fo.load_dataset(cells_ds))
     recipe = tiny_recipe(arms=("real", "gan"), oracle=None, seeds=[0])
     run = run_benchmark(recipe, cells_ds, tmp_path / "run", progress=False, write_back=False)
-    ds = fo.load_dataset(cells_ds)
+    # the samples land in the run-scoped dataset, never in the user's: its counts are unchanged
+    after = dataset_counts(fo.load_dataset(cells_ds))
+    assert after["benchmark"] == {bench_ds: len(fo.load_dataset(bench_ds))} and before["benchmark"] == {}
+    assert {k: v for k, v in after.items() if k != "benchmark"} == {k: v for k, v in before.items() if k != "benchmark"}
+    assert after["synthetic"] == 0
+    r = CliRunner().invoke(app, ["info", cells_ds])
+    assert r.exit_code == 0 and f"in {bench_ds}" in " ".join(r.output.split()), r.output
+    ds = fo.load_dataset(bench_ds)
     syn = ds.match_tags(F.TAG_SYNTHETIC)
-    assert len(syn) > 0 and set(syn.values(F.RECIPE)) == {"tiny-rare"}
+    assert len(syn) == len(ds) > 0 and set(syn.values(F.RECIPE)) == {"tiny-rare"}
     assert set(syn.values(f"{F.CELL_TYPE}.label")) == {"lymphoblast"} and set(syn.values(F.GENERATOR)) == {"gan"}
     for fold in range(2):
         meta = json.loads((tmp_path / "run" / "work" / "shared" / "arm=gan" / f"fold={fold}" / "seed=0"
@@ -170,7 +190,7 @@ def test_gan_arm_trains_on_train_cells_and_adds_synthetic_samples(cells_ds, tmp_
     for p in (tmp_path / "run" / "cells").rglob("*.json"):
         p.unlink()
     run_benchmark(recipe, cells_ds, tmp_path / "run", progress=False, write_back=False)
-    assert len(fo.load_dataset(cells_ds).match_tags(F.TAG_SYNTHETIC)) == n
+    assert len(fo.load_dataset(bench_ds).match_tags(F.TAG_SYNTHETIC)) == n
     # changed generator settings rerun the gan cells with a newly trained generator, not the cached one
     meta_path = tmp_path / "run" / "work" / "shared" / "arm=gan" / "fold=0" / "seed=0" / "generator.json"
     before = json.loads(meta_path.read_text())

@@ -108,3 +108,24 @@ def test_run_brain_twice_replaces_its_results(dataset_name):
     r = run_brain(ds, leak_threshold=0.01)
     assert r.exact_leak is None and ds.values(LEAK_EXACT).count(True) == 0 and r.views["brain-leaks-exact"] == 0
     assert r.fields["uniqueness"] == N
+
+
+def test_benchmark_predictions_carry_logits_for_hardness(dataset_name):
+    from alldata.benchmark.classification import ClassificationTask
+
+    ds = make_dataset(dataset_name, logits=False)
+    ids = ds.values("id")
+    classes = ["lymphoblast", "lymphocyte"]  # the recipe's class order (proba dicts are built in it)
+    rows = []
+    for i, sid in enumerate(ids):
+        p = [0.0, 1.0] if i == 0 else [0.2 + 0.6 * (i % 2), 0.8 - 0.6 * (i % 2)]
+        rows.append({"id": sid, "true": classes[i % 2 == 0], "pred": classes[int(np.argmax(p))],
+                     "proba": dict(zip(classes, p)), "truth_field": "cell_type"})
+    ClassificationTask().write_predictions(ds.name, "pred_cell_type_bench", rows)
+    logits = ds.values("pred_cell_type_bench.logits")
+    assert ds.classes["pred_cell_type_bench"] == classes
+    assert np.allclose(np.exp(logits[1]), [0.8, 0.2]) and np.allclose(logits[0], [np.log(1e-12), 0.0])  # zero clipped
+    r = run_brain(ds, leak_threshold=0.01)
+    assert r.fields["hardness_pred_cell_type_bench"] == N, r.skipped
+    hard = dict(zip(ds.values("id"), ds.values("hardness_pred_cell_type_bench")))
+    assert hard[ids[1]] > hard[ids[0]]  # a 0.8/0.2 call is harder than a certain one

@@ -260,3 +260,52 @@ def test_gradcam_on_the_external_predictions_of_a_cnn(two_datasets, tmp_path):
     assert len(maps) == 4 * N_GROUPS and all(m and (tmp_path / "run" / "heatmaps") in Path(m).parents for m in maps)
     assert "mistakes with heatmaps" in ds.list_saved_views()
     assert field in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_scale_arm_resamples_to_a_common_red_cell_size_and_evaluate_reapplies_it(two_datasets, tmp_path, monkeypatch):
+    from alldata.generators import overlap
+
+    from alldata.benchmark.classification import ClassificationTask, Scale
+
+    train_ds, test_ds = two_datasets
+    # the fixtures' source: a red cell 8 px across; at rbc_px 4 every 32 px image becomes 16 px
+    monkeypatch.setitem(overlap.RBC_PX, "folder", 8.0)
+    task = ClassificationTask()
+    ids = fo.load_dataset(train_ds).values("id")[:2]
+    plain = task.images(train_ds, ids, 32)
+    half = task.images(train_ds, ids, 32, scale=Scale.from_params({"rbc_px": 4}, "test"))
+    for a, b in zip(plain, half):
+        assert a.shape == b.shape == (32, 32, 3)
+        # the centre 16 x 16 is the whole image at half scale; the rest is padded with its median colour
+        small = np.asarray(Image.fromarray(a).resize((16, 16), Image.BILINEAR)).astype(int)
+        assert np.abs(b[8:24, 8:24].astype(int) - small).mean() < 4
+        assert (b[:8] == b[0, 0]).all() and (b[24:] == b[0, 0]).all()
+    same = task.images(train_ds, ids, 32, scale=Scale.from_params({"rbc_px": 16, "source_rbc_px": {"folder": 16}}, "t"))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, same))  # scale 1: the centre crop of the stored image
+    with pytest.raises(Exception, match="no red-cell diameter known for source 'folder'"):
+        monkeypatch.delitem(overlap.RBC_PX, "folder")
+        ClassificationTask().images(train_ds, ids, 32, scale=Scale.from_params({"rbc_px": 4}, "test"))
+    monkeypatch.setitem(overlap.RBC_PX, "folder", 8.0)
+
+    base = external_recipe(test_ds, in_pool=False).model_dump(by_alias=True)
+    base["arms"] = [{"name": "real", "kind": "real"}, {"name": "scale", "kind": "real", "params": {"rbc_px": 4}}]
+    out = tmp_path / "run"
+    run = run_benchmark(Recipe.model_validate(base), train_ds, out, progress=False, write_back=False)
+    info = {c.arm: r.info for c, r in run.results.items()}
+    assert info["scale"]["scale"]["rbc_px"] == 4 and info["scale"]["scale"]["sources_used"] == ["folder"]
+    assert "scale" not in info["real"]
+    mdir = out / "models" / "arm=scale/model=knn/fold=external/seed=0"
+    saved = json.loads((mdir / "alldata_model.json").read_text())["scale"]
+    assert saved["rbc_px"] == 4 and saved["source_rbc_px"]["folder"] == 8.0
+    # evaluate rescales the new images from the saved table, even after the live table changes
+    monkeypatch.setitem(overlap.RBC_PX, "folder", 2.0)
+    r = runner.invoke(app, ["evaluate", str(mdir), "--dataset", test_ds, "--n-boot", "20", "--no-write-back",
+                            "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    got = json.loads((tmp_path / "ev" / "evaluation.json").read_text())[0]["metrics"]["accuracy"]["pooled"]
+    cell = json.loads((out / "cells/arm=scale/model=knn/fold=external/seed=0.json").read_text())
+    assert got == pytest.approx(np.mean([r["true"] == r["pred"] for r in cell["rows"]]))
+    with pytest.raises(ValueError, match=r"params.rbc_px: 0"):
+        Recipe.model_validate(dict(base, arms=[{"name": "real", "kind": "real", "params": {"rbc_px": 0}}]))
+    with pytest.raises(ValueError, match=r"source_rbc_px needs rbc_px"):
+        Recipe.model_validate(dict(base, arms=[{"name": "real", "kind": "real", "params": {"source_rbc_px": {"a": 1}}}]))

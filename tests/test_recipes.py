@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,21 @@ def test_a_test_block_is_one_pool_or_leave_one_source_out(tmp_path):
                                                   "source_labels: {a: {classes: {x: y}}}") + "\n"))
     r = load_recipe(_write(tmp_path, GOOD + "test: {dataset: other, sources: [folder], where: {cell_type: x}}\n"))
     assert (r.test.dataset, r.test.sources, r.test.in_pool) == ("other", ["folder"], True)
+
+
+def test_scale_arm_params_are_checked(tmp_path):
+    import yaml
+
+    base = yaml.safe_load(Path("recipes/xsource-scale-taleqani-pbc-to-allidb2.yaml").read_text())
+    for params, message in [({"rbc_px": -3}, "params.rbc_px: -3"), ({"rbc_px": "16"}, "params.rbc_px: '16'"),
+                            ({"rbc_px": 16, "source_rbc_px": {"pbc": 0}}, "give the common red-cell diameter"),
+                            ({"source_rbc_px": {"pbc": 70}}, "source_rbc_px needs rbc_px")]:
+        bad = dict(base, arms=[{"name": "real", "kind": "real", "params": params}])
+        p = tmp_path / "bad.yaml"
+        p.write_text(yaml.safe_dump(bad))
+        with pytest.raises(RecipeError, match=re.escape(message)):
+            load_recipe(p)
+    gen = dict(base, arms=[{"name": "real", "kind": "real"}, {"name": "g", "kind": "gan", "params": {"rbc_px": 16}}])
+    (tmp_path / "gen.yaml").write_text(yaml.safe_dump(gen))
+    with pytest.raises(RecipeError, match="generates images with no source red-cell size"):
+        load_recipe(tmp_path / "gen.yaml")

@@ -4,10 +4,12 @@ Arms (:func:`alldata.recipes.arm_kinds` ``("classification")``): ``real`` (rare 
 ``oracle`` (no cut), ``oversample``, ``augment`` (albumentations copies) and any trainable
 generator family, trained on the fold's training cells only, fine-tuned on the kept rare
 cells and sampled by :func:`alldata.generate.run_generator_job` (cached per (arm, fold,
-seed); samples added to the dataset with provenance and ``recipe``). Every filling arm adds
-the same number of samples (:func:`fill_counts`: the rare class up to the largest other
-class, capped by ``mix.max_synthetic_ratio``). Classic models see
-:func:`alldata.models.extract_features`; CNNs see the image.
+seed); samples added, with provenance and ``recipe``, to the run-scoped dataset
+``<dataset>-bench-<recipe>``, never the user's). Every filling arm adds the same number of
+samples (:func:`fill_counts`: the rare class up to the largest other class, capped by
+``mix.max_synthetic_ratio``). Classic models see :func:`alldata.models.extract_features`;
+CNNs see the image. Arm params ``stain`` / ``hed_jitter`` / ``rbc_px`` harmonise stain and
+scale (:class:`Stain`, :class:`Scale`).
 
 Each arm in detail: docs/benchmark.md#classification-task.
 """
@@ -29,7 +31,7 @@ from alldata.errors import AlldataError
 from alldata.recipes import Recipe, arm_kinds, is_generator_kind
 from alldata.schema import F
 
-__all__ = ["ClassificationTask", "Stain", "fast_scores", "fill_counts"]
+__all__ = ["ClassificationTask", "Scale", "Stain", "fast_scores", "fill_counts"]
 
 
 def fill_counts(train_labels: list[str], recipe: Recipe) -> dict[str, int]:
@@ -109,28 +111,108 @@ def fast_scores(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, labe
     return out
 
 
-def _load_image(path: str, size: int, stain: Stain | None = None, sid: str = "") -> np.ndarray:
+def centre_square(image: np.ndarray, size: int) -> np.ndarray:
+    """The centre ``size`` x ``size`` of ``image``, without resizing; a side shorter than ``size`` is
+    padded (evenly) with the image's per-channel median colour (the plasma background of a smear).
+
+    Examples:
+        >>> centre_square(np.zeros((10, 30, 3), np.uint8), 16).shape
+        (16, 16, 3)
+    """
+    a = np.asarray(image)
+    h, w = a.shape[:2]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    a = a[top:top + size, left:left + size]
+    if a.shape[0] == size and a.shape[1] == size:
+        return np.ascontiguousarray(a)
+    fill = np.median(a.reshape(-1, a.shape[2]), axis=0).astype(a.dtype)
+    out = np.empty((size, size, a.shape[2]), a.dtype)
+    out[:] = fill
+    y, x = (size - a.shape[0]) // 2, (size - a.shape[1]) // 2
+    out[y:y + a.shape[0], x:x + a.shape[1]] = a
+    return out
+
+
+def _load_image(path: str, size: int, stain: Stain | None = None, sid: str = "",
+                scale: tuple[Scale, str] | None = None) -> np.ndarray:
     """The image at ``path`` squared and resized to ``size``; stain-normalised first (at its own
     resolution) when ``stain`` is given: an image the normaliser cannot use stays as it is and
-    is counted in ``stain.skipped``."""
+    is counted in ``stain.skipped``. With ``scale`` (the arm's :class:`Scale` and the image's
+    source) the image is resampled so a red cell is ``scale.rbc_px`` pixels across and its centre
+    ``size`` x ``size`` is kept (:func:`centre_square`; no resize: every source ends at one scale)."""
     from PIL import Image
 
     from alldata.generators.data import square_resize
 
     try:
         with Image.open(path) as img:
-            if stain is None:
+            if stain is None and scale is None:
                 return square_resize(img, size)
             native = np.asarray(img.convert("RGB"))
     except OSError as e:
         raise AlldataError(f"cannot read image {path} ({e}); re-ingest it or tag the sample 'reject'") from None
-    from alldata.models.stain import StainError
+    from alldata.models.stain import StainError, resample_to_rbc
 
-    try:
-        native = stain.fn(native, name=path)
-    except StainError:
-        stain.skipped.add(sid or path)
-    return square_resize(Image.fromarray(native), size)
+    if stain is not None:
+        try:
+            native = stain.fn(native, name=path)
+        except StainError:
+            stain.skipped.add(sid or path)
+    if scale is None:
+        return square_resize(Image.fromarray(native), size)
+    sc, source = scale
+    return centre_square(resample_to_rbc(native, sc.source_px(source, path), rbc_px=sc.rbc_px), size)
+
+
+@dataclass
+class Scale:
+    """An arm's scale harmonisation (arm param ``rbc_px``): every image is resampled from its
+    source's red-cell diameter (:data:`alldata.generators.overlap.RBC_PX`, overridden per source by
+    the arm param ``source_rbc_px``) to ``rbc_px`` pixels, then centre-cropped to the image size."""
+
+    rbc_px: float
+    sources: dict[str, float]
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], where: str) -> Scale | None:
+        """The arm's scale, or None when its params have no ``rbc_px``."""
+        if params.get("rbc_px") is None:
+            if params.get("source_rbc_px") is not None:
+                raise AlldataError(f"{where}: source_rbc_px needs rbc_px (the common red-cell diameter, e.g. 16)")
+            return None
+        from alldata.generators.overlap import RBC_PX as SOURCE_RBC
+
+        try:
+            rbc = float(params["rbc_px"])
+            table = {**SOURCE_RBC, **{str(k): float(v) for k, v in dict(params.get("source_rbc_px") or {}).items()}}
+        except (TypeError, ValueError):
+            raise AlldataError(f"{where}: rbc_px must be a number of pixels (e.g. 16) and source_rbc_px a mapping "
+                               f"{{source: pixels}}, got {params.get('rbc_px')!r} / {params.get('source_rbc_px')!r}") from None
+        bad = {k: v for k, v in {"rbc_px": rbc, **table}.items() if not v > 0}
+        if bad:
+            raise AlldataError(f"{where}: red-cell diameters must be > 0 pixels, got {bad}")
+        return cls(rbc, table)
+
+    def source_px(self, source: str, name: str = "") -> float:
+        """The red-cell diameter of ``source``'s images, in their pixels."""
+        if source not in self.sources:
+            raise AlldataError(
+                f"scale harmonisation (rbc_px: {self.rbc_px:g}): no red-cell diameter known for source {source!r}"
+                f"{f' ({name})' if name else ''}; known: {sorted(self.sources)}; add it to the arm's params as "
+                f"source_rbc_px: {{{source}: <pixels>}} or leave the source out")
+        return self.sources[source]
+
+    @property
+    def tag(self) -> str:
+        """A short hash of the setting (part of the image cache key)."""
+        text = json.dumps({"rbc_px": self.rbc_px, "sources": self.sources}, sort_keys=True)
+        return "rbc" + hashlib.sha1(text.encode()).hexdigest()[:10]
+
+    def describe(self, used: set[str] | None = None) -> dict[str, Any]:
+        """What a saved model needs to rescale new images alike (``alldata_model.json``): the common
+        diameter and the per-source table (the ``used`` sources first-class, every known one kept)."""
+        return {"rbc_px": self.rbc_px, "source_rbc_px": dict(sorted(self.sources.items())),
+                **({"sources_used": sorted(used)} if used is not None else {})}
 
 
 @dataclass
@@ -174,6 +256,7 @@ class ClassificationTask:
         self._images: dict[tuple[str, int, str], np.ndarray] = {}
         self._features: dict[tuple[str, int, str], np.ndarray] = {}
         self._paths: dict[str, str] = {}
+        self._sources: dict[str, str] = {}
         self._stains: dict[str, Stain] = {}
 
     # --- data -----------------------------------------------------------------------------------------
@@ -184,29 +267,39 @@ class ClassificationTask:
             from alldata.store import load_dataset
 
             ds = load_dataset(dataset)
-            got_ids, paths = ds.select(missing).values(["id", "filepath"])
+            got_ids, paths, sources = ds.select(missing).values(["id", "filepath", F.SOURCE])
             self._paths.update(zip(got_ids, paths))
+            self._sources.update(zip(got_ids, sources))
         return [self._paths[i] for i in ids]
 
-    def images(self, dataset: str, ids: list[str], size: int, stain: Stain | None = None) -> list[np.ndarray]:
-        """The samples' images, squared and resized to ``size``, stain-normalised when ``stain`` (cached)."""
+    @staticmethod
+    def _tag(stain: Stain | None, scale: Scale | None) -> str:
+        # no scale: the tag of before scale arms existed (a cache key only, never persisted)
+        return (stain.tag if stain is not None else "") + (f"+{scale.tag}" if scale is not None else "")
+
+    def images(self, dataset: str, ids: list[str], size: int, stain: Stain | None = None,
+               scale: Scale | None = None) -> list[np.ndarray]:
+        """The samples' images, squared and resized to ``size``, stain-normalised when ``stain``,
+        brought to a common red-cell size when ``scale`` (cached)."""
         paths = self._filepaths(dataset, ids)
-        tag = stain.tag if stain is not None else ""
+        tag = self._tag(stain, scale)
         out = []
         for i, p in zip(ids, paths):
             if (i, size, tag) not in self._images:
-                self._images[(i, size, tag)] = _load_image(p, size, stain, i)
+                sc = (scale, str(self._sources.get(i))) if scale is not None else None
+                self._images[(i, size, tag)] = _load_image(p, size, stain, i, sc)
             out.append(self._images[(i, size, tag)])
         return out
 
-    def features(self, dataset: str, ids: list[str], size: int, stain: Stain | None = None) -> np.ndarray:
+    def features(self, dataset: str, ids: list[str], size: int, stain: Stain | None = None,
+                 scale: Scale | None = None) -> np.ndarray:
         """Hand-crafted features of the samples' images (cached)."""
         from alldata.models import extract_features
 
-        tag = stain.tag if stain is not None else ""
+        tag = self._tag(stain, scale)
         todo = [i for i in ids if (i, size, tag) not in self._features]
         if todo:
-            X, _ = extract_features(self.images(dataset, todo, size, stain))
+            X, _ = extract_features(self.images(dataset, todo, size, stain, scale))
             for i, row in zip(todo, X):
                 self._features[(i, size, tag)] = row
         return np.stack([self._features[(i, size, tag)] for i in ids])
@@ -267,20 +360,20 @@ class ClassificationTask:
     # --- arms -----------------------------------------------------------------------------------------
 
     def _extra(self, ctx: CellContext, kind: str, params: dict[str, Any], size: int,
-               stain: Stain | None = None) -> tuple[list, list[str], list[str], dict]:
+               stain: Stain | None = None, scale: Scale | None = None) -> tuple[list, list[str], list[str], dict]:
         """Images (or sample ids) the arm adds: (in-memory images, their labels, synthetic ids, info)."""
-        images, labels, syn, info = self._fill(ctx, kind, params, size, stain)
+        images, labels, syn, info = self._fill(ctx, kind, params, size, stain, scale)
         if params.get("hed_jitter"):
             from alldata.models.stain import HedJitter
 
             jitter = HedJitter(float(params["hed_jitter"]), seed=1000 * ctx.cell.seed + max(ctx.cell.fold, 0))
-            images = list(images) + [jitter(im) for im in self.images(ctx.dataset, ctx.train_ids, size, stain)]
+            images = list(images) + [jitter(im) for im in self.images(ctx.dataset, ctx.train_ids, size, stain, scale)]
             labels = list(labels) + [ctx.labels[i] for i in ctx.train_ids]
             info = {**info, "n_hed_jitter": len(ctx.train_ids)}
         return images, labels, syn, info
 
     def _fill(self, ctx: CellContext, kind: str, params: dict[str, Any], size: int,
-              stain: Stain | None) -> tuple[list, list[str], list[str], dict]:
+              stain: Stain | None, scale: Scale | None = None) -> tuple[list, list[str], list[str], dict]:
         if kind in ("real", "oracle"):
             return [], [], [], {}
         recipe, cell = ctx.recipe, ctx.cell
@@ -296,7 +389,7 @@ class ClassificationTask:
                 src_ids = ctx.rare_kept if recipe.rare is not None else [i for i in ctx.train_ids if ctx.labels[i] == cls]
                 if not src_ids:
                     continue
-                src = self.images(ctx.dataset, src_ids, size, stain)
+                src = self.images(ctx.dataset, src_ids, size, stain, scale)
                 if kind == "oversample":
                     images += [src[j % len(src)] for j in range(n)]
                 else:
@@ -307,6 +400,9 @@ class ClassificationTask:
                 labels += [cls] * n
             return images, labels, [], {"fill": need}
         if is_generator_kind(kind):
+            if scale is not None:
+                raise AlldataError(f"arm {cell.arm!r}: rbc_px (scale harmonisation) cannot be combined with a generator "
+                                   "arm (generated images have no source red-cell size); use it on real/augment arms")
             syn_ids, info = _synthesise(ctx, kind, params, need, seed)
             return [], [], syn_ids, {"fill": need, **info}
         raise AlldataError(f"arm kind {kind!r} is not a classification arm; allowed: {sorted(self.arm_kinds)}")
@@ -323,28 +419,30 @@ class ClassificationTask:
         spec = next(m for m in recipe.models if m.name == cell.model)
         size = recipe.data.image_size
         stain = self._arm_stain(ctx, dict(arm.params))
-        extra_images, extra_labels, syn_ids, info = self._extra(ctx, arm.kind, dict(arm.params), size, stain)
+        scale = Scale.from_params(dict(arm.params), f"arm {cell.arm!r} of recipe {recipe.name!r}")
+        extra_images, extra_labels, syn_ids, info = self._extra(ctx, arm.kind, dict(arm.params), size, stain, scale)
         syn_labels = [ctx.labels[i] for i in syn_ids]  # set by _synthesise
+        syn_ds = info.get("synthetic_dataset", ctx.dataset)
         y_train = [ctx.labels[i] for i in ctx.train_ids] + extra_labels + syn_labels
         cls = CLASSIFIERS.get(cell.model)
         kind = getattr(cls, "input_kind", "features")
         test_ds = ctx.test_dataset or ctx.dataset
         if kind == "image":
             clf = cls(seed=cell.seed, image_size=size, progress=False, **spec.params)
-            X_train = (self.images(ctx.dataset, ctx.train_ids, size, stain) + list(extra_images)
-                       + self.images(ctx.dataset, syn_ids, size, stain))
-            X_test = self.images(test_ds, ctx.test_ids, size, stain)
+            X_train = (self.images(ctx.dataset, ctx.train_ids, size, stain, scale) + list(extra_images)
+                       + self.images(syn_ds, syn_ids, size, stain))
+            X_test = self.images(test_ds, ctx.test_ids, size, stain, scale)
         else:
             from alldata.models import extract_features
 
             clf = cls(seed=cell.seed, **spec.params)
-            parts = [self.features(ctx.dataset, ctx.train_ids, size, stain)]
+            parts = [self.features(ctx.dataset, ctx.train_ids, size, stain, scale)]
             if extra_images:
                 parts.append(extract_features(extra_images)[0])
             if syn_ids:
-                parts.append(self.features(ctx.dataset, syn_ids, size, stain))
+                parts.append(self.features(syn_ds, syn_ids, size, stain))
             X_train = np.concatenate(parts)
-            X_test = self.features(test_ds, ctx.test_ids, size, stain)
+            X_test = self.features(test_ds, ctx.test_ids, size, stain, scale)
         clf.fit(X_train, y_train)
         if ctx.model_dir is not None:
             clf.save(ctx.model_dir)
@@ -361,6 +459,8 @@ class ClassificationTask:
         if stain is not None:
             used = set(ctx.train_ids) | set(ctx.test_ids)
             info["stain"] = {**stain.describe(), "n_skipped_train_test": len(stain.skipped & used)}
+        if scale is not None:
+            info["scale"] = scale.describe({self._sources[i] for i in [*ctx.train_ids, *ctx.test_ids]})
         info.update(n_train=len(y_train), n_real=len(ctx.train_ids), n_synthetic=len(extra_labels) + len(syn_ids),
                     n_rare_kept=len(ctx.rare_kept), input_kind=kind, seconds=round(time.time() - t0, 2))
         return CellResult(rows=rows, metrics=self.score(rows), info=info)
@@ -381,8 +481,12 @@ class ClassificationTask:
         return fast_scores(yt, yp, scores, labels)
 
     def write_predictions(self, dataset: str, field: str, rows: list[dict]) -> None:
-        """Write ``fo.Classification(label=pred, confidence)`` with ``truth_field`` / ``truth``
-        attributes to ``field`` of the rows' samples (the field is cleared first)."""
+        """Write ``fo.Classification(label=pred, confidence, logits)`` with ``truth_field`` / ``truth``
+        attributes to ``field`` of the rows' samples (the field is cleared first).
+
+        ``logits`` are ``log(clip(proba, 1e-12, 1))`` over one fixed class order, the first row's
+        (the recipe's classes; every row has the same keys), so the FiftyOne Brain's hardness works
+        (:mod:`alldata.brain`); the order is saved as the dataset's ``classes[field]``."""
         import fiftyone as fo
 
         from alldata.store import load_dataset
@@ -392,12 +496,17 @@ class ClassificationTask:
             ds.clear_sample_field(field)
         if not rows:
             return
+        order = list(rows[0]["proba"])
         values = {}
         for r in rows:
+            p = np.array([r["proba"].get(c, 0.0) for c in order], dtype=float)
             values[r["id"]] = fo.Classification(
-                label=r["pred"], confidence=float(max(r["proba"].values())) if r["proba"] else None,
+                label=r["pred"], confidence=float(p.max()) if len(p) else None,
+                logits=np.log(np.clip(p, 1e-12, 1.0)) if len(p) else None,
                 truth_field=r.get("truth_field"), truth=r["true"], correct=r["pred"] == r["true"],
             )
+        if order:
+            ds.classes = {**ds.classes, field: order}
         ds.set_values(field, values, key_field="id")
 
     def plots(self, rows_by_arm: dict[str, list[dict]], out_dir: Path, model: str, focus: str | None) -> list[Path]:
@@ -448,9 +557,11 @@ def _cells_for(ctx: CellContext, ids: list[str], size: int):
 
 def _synthesise(ctx: CellContext, kind: str, params: dict[str, Any], need: dict[str, int], seed: int) -> tuple[list[str], dict]:
     """Train (or reuse) the arm's generator on the fold's train cells, fine-tune it on the kept
-    rare cells, and add ``need`` samples per class to the dataset; returns their sample ids."""
+    rare cells, and add ``need`` samples per class to the run's synthetic dataset
+    (:func:`alldata.synthetic.benchmark_dataset`, never the user's); returns their sample ids."""
     from alldata.generate import run_generator_job, trainable_family
     from alldata.store import load_dataset
+    from alldata.synthetic import benchmark_dataset
 
     recipe = ctx.recipe
     shared = ctx.shared_dir or ctx.work_dir
@@ -461,13 +572,14 @@ def _synthesise(ctx: CellContext, kind: str, params: dict[str, Any], need: dict[
             "rare_kept": sorted(ctx.rare_kept)}
     spec_sha = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
     few = ctx.rare_kept if recipe.rare is not None and ctx.rare_kept else None
+    target = benchmark_dataset(ctx.dataset, recipe.name)
     job = run_generator_job(
-        kind, params, ctx.dataset, shared, train_cells=lambda s: _cells_for(ctx, ctx.train_ids, s),
+        kind, params, target, shared, train_cells=lambda s: _cells_for(ctx, ctx.train_ids, s),
         finetune_cells=(lambda s: _cells_for(ctx, few, s)) if few else None,
         requests=[({recipe.data.label_field: cls}, n) for cls, n in need.items()],  # label values: checked by the recipe
         image_size=recipe.data.image_size, seed=seed, recipe=recipe.name, cache_key=spec_sha, progress=ctx.progress,
     )
-    ds = load_dataset(ctx.dataset)
+    ds = load_dataset(target)
     ids: list[str] = []
     for cls, keys in zip(need, job.keys):
         key_to_id = dict(zip(*ds.match({F.KEY: {"$in": keys}}).values([F.KEY, "id"])))
@@ -475,5 +587,5 @@ def _synthesise(ctx: CellContext, kind: str, params: dict[str, Any], need: dict[
         for sid in new:
             ctx.labels[sid] = cls
         ids += new
-    return ids, {"generator": kind, "checkpoint_sha256": job.checkpoint_sha256, "generator_train_seconds": job.train_seconds,
+    return ids, {"synthetic_dataset": target, "generator": kind, "checkpoint_sha256": job.checkpoint_sha256, "generator_train_seconds": job.train_seconds,
                  "generate_seconds": job.generate_seconds, "generator_image_size": job.image_size}

@@ -458,7 +458,8 @@ def run_benchmark(
         result.info.setdefault("n_test", len(ctx.test_ids))
         _check_rows(cell, result, set(ctx.test_ids))
         if model_dir is not None:
-            _write_model_info(model_dir, recipe, cell, dataset, pool, train, result.info.get("stain"))
+            _write_model_info(model_dir, recipe, cell, dataset, pool, train, result.info.get("stain"),
+                              result.info.get("scale"))
         _write_json(path, {"recipe_hash": fingerprint, "cell_hash": cell_hash(recipe, cell, dataset), "cell": cell.key(),
                            **result.to_json()})
         results[cell] = result
@@ -536,12 +537,13 @@ def _pool_summary(pool: Pool) -> PoolSummary:
 
 
 def _write_model_info(model_dir: Path, recipe: Recipe, cell: Cell, dataset: str, pool: Pool, train: np.ndarray,
-                      stain: dict[str, Any] | None = None) -> None:
+                      stain: dict[str, Any] | None = None, scale: dict[str, Any] | None = None) -> None:
     """``alldata_model.json`` beside a saved model: the recipe, the cell, the training dataset, the
-    sha256 of every training file (so ``alldata evaluate`` can refuse a test file it was trained on)
-    and the arm's stain normaliser (its config and target images), to normalise new images alike."""
+    sha256 of every training file (so ``alldata evaluate`` can refuse a test file it was trained on),
+    the arm's stain normaliser (its config and target images) and its scale harmonisation (the
+    common red-cell diameter and the per-source table), to prepare new images alike."""
     _write_json(model_dir / MODEL_INFO, {
-        "stain": stain,
+        "stain": stain, "scale": scale,
         "format": "alldata.benchmark/model-v1", "recipe": recipe.model_dump(mode="json", by_alias=True),
         "arm": cell.arm, "model": cell.model, "seed": cell.seed, "dataset": dataset, "n_train": len(train),
         "train_sha256": sorted({pool.hashes[i] for i in train if pool.hashes[i]}),

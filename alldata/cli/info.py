@@ -23,6 +23,9 @@ def info(name: Annotated[str, typer.Argument(help="FiftyOne dataset name")] = "a
     # the summary as its own line: a table title wraps at the (narrow) table's width
     console.print(f"[bold]{name}[/]: {c['total']} samples ({c['duplicates']} tagged duplicate, {c['synthetic']} synthetic)",
                   highlight=False)
+    for bench, n in c.get("benchmark", {}).items():
+        console.print(f"benchmark samples: {n} in [bold]{bench}[/] (made by generator arms, kept out of {name}; "
+                      f"`alldata info {bench}`)", highlight=False)
     t = Table()
     cols = ["total", "train", "val", "test", "unsplit"]
     t.add_column("source")

@@ -321,7 +321,7 @@ def resample_to_rbc(image: np.ndarray, source_rbc_px: float | str, *, rbc_px: fl
 
     ``source_rbc_px`` is the red-cell diameter in the image's pixels, or a source name looked up in
     :data:`alldata.generators.overlap.RBC_PX` (``all_idb1`` 72, ``all_idb2`` 70, ``bccd`` 100,
-    ``taleqani`` 25, ``cnmc`` 150).
+    ``taleqani`` 25, ``cnmc`` 150, ``pbc`` 74).
 
     Examples:
         >>> resample_to_rbc(np.zeros((144, 72, 3), np.uint8), 72.0).shape
