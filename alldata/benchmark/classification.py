@@ -323,9 +323,18 @@ class ClassificationTask:
             self._stains[probe.tag] = probe
         return self._stains[probe.tag]
 
+    def _content_order(self, dataset: str, ids: list[str]) -> list[str]:
+        """``ids`` in the order of their files' sha256: the same targets after a re-ingest (new sample ids)."""
+        from alldata.store import load_dataset
+
+        got_ids, hashes = load_dataset(dataset).select(ids).values(["id", F.SHA256])
+        by_id = dict(zip(got_ids, hashes))
+        return sorted(ids, key=lambda i: (by_id.get(i) or "", hashlib.sha1(i.encode()).hexdigest()))
+
     def _arm_stain(self, ctx: CellContext, params: dict[str, Any]) -> Stain | None:
         """The arm's ``stain:`` normaliser (``macenko`` / ``reinhard`` or a StainTransform mapping),
-        fitted on up to :data:`N_STAIN_TARGETS` of the cell's training images (a fixed hash order;
+        fitted on up to :data:`N_STAIN_TARGETS` of the cell's training images (in the order of their files'
+        sha256, so a re-ingest picks the same ones;
         Macenko takes only images with enough stained pixels). Never a test image."""
         from PIL import Image
 
@@ -341,7 +350,7 @@ class ClassificationTask:
                 raise AlldataError(f"arm {ctx.cell.arm!r}: stain: hed_jitter is an augmentation; use the arm "
                                    "param hed_jitter: <strength> (e.g. 0.05) instead")
             return None
-        order = sorted(ctx.train_ids, key=lambda i: hashlib.sha1(i.encode()).hexdigest())
+        order = self._content_order(ctx.dataset, list(ctx.train_ids))
         targets: list[str] = []
         for sid, path in zip(order, self._filepaths(ctx.dataset, order)):
             if cfg.kind == "macenko":
