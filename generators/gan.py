@@ -1,10 +1,27 @@
 """A class-conditional GAN for tiny data: the cheap, fast comparison point for diffusion.
 
-DCGAN-style generator (4x4 stride-2 transposed convs, conditional batch norm, the condition
-also concatenated to ``z``), spectral-norm projection discriminator, hinge loss, DiffAugment
-(colour / translation / cutout on real and fake alike) and an EMA of the generator, which is
-what is saved and sampled. Few-shot: :meth:`GAN.add_condition_value` grows the embedding
-tables by one row and :meth:`GAN.finetune` adapts the model to a handful of images.
+A DCGAN-shaped network trained with the StyleGAN2-ADA recipe (Karras et al. 2020):
+
+* generator: ``z`` concatenated with the condition -> 4x4 -> stride-2 transposed convs;
+  after each, pixel norm (ProGAN) with a gain and bias from the condition, then LeakyReLU;
+  a *linear* RGB output in the data's [-1, 1] units (clamped only when sampled). No batch
+  norm: a sample does not depend on the rest of its batch, so train and eval behave alike;
+* discriminator: strided convs with LeakyReLU, minibatch standard deviation (ProGAN), a 3x3
+  conv and a dense layer over the flattened 4x4 map (it sees *where* things are, which a
+  global sum pool does not), then a projection head for the condition (Miyato & Koyama 2018);
+* loss: non-saturating logistic with an R1 penalty on real images (``r1_gamma``), no
+  spectral norm; Adam with betas (0, 0.99) and the two-time-scale rule (Heusel et al. 2017;
+  SAGAN/BigGAN): lr 1e-4 for the generator, 4e-4 for the discriminator. With equal rates the
+  discriminator sat at chance on real cells (loss ~1.35) while the generator chased it.
+  StyleGAN's 2e-3 assumes its equalised learning rate; with PyTorch's default init it is
+  unstable on real cells (it memorises a 4-image set fast, which the test uses);
+* DiffAugment (Zhao et al. 2020) on real and fake alike, translation only by default
+  (colour jitter hides the colour the pixel gates measure), and an EMA of the generator,
+  which is what is saved and sampled.
+
+bench/RESULTS.md "GAN: why it did not make cells, and the fix" has the ablation behind each
+choice. Few-shot: :meth:`GAN.add_condition_value` grows the embedding tables by one row and
+:meth:`GAN.finetune` adapts the model to a handful of images.
 
 Examples:
     >>> gan = GAN.train(cells, "runs/gan", steps=20_000, batch_size=64)  # doctest: +SKIP
@@ -28,7 +45,6 @@ try:
     import torch
     import torch.nn.functional as F
     from torch import nn
-    from torch.nn.utils.parametrizations import spectral_norm
 except ImportError as e:  # pragma: no cover
     raise ImportError("the GAN generator needs torch: pip install 'alldata[gen]'") from e
 
@@ -59,9 +75,10 @@ AUGMENTS = ("color", "translation", "cutout")
 #: config keys and defaults (:attr:`GAN.DEFAULTS`)
 DEFAULTS: dict[str, Any] = {
     "image_size": 64, "z_dim": 128, "ngf": 64, "ndf": 64, "cond_dim": 128, "conditions": {},
-    "continuous": [], "diffaug": "color,translation,cutout", "ema_decay": 0.999, "cond_drop": 0.1, "seed": 0,
+    "continuous": [], "diffaug": "translation", "ema_decay": 0.999, "cond_drop": 0.1, "r1_gamma": 0.01, "seed": 0,
 }
-_BETAS = (0.5, 0.999)
+_BETAS = (0.0, 0.99)  # StyleGAN2-ADA
+_MBSTD_GROUP = 4
 
 
 def _policy(policy: str) -> list[str]:
@@ -110,18 +127,29 @@ def diff_augment(x: torch.Tensor, policy: str, generator: torch.Generator | None
     return x
 
 
-class _CBN(nn.Module):
-    """Batch norm whose gain and bias come from the condition vector."""
+class _CondNorm(nn.Module):
+    """Pixel norm (each position's feature vector to unit RMS) with a gain and bias from the condition."""
 
     def __init__(self, ch: int, cdim: int) -> None:
         super().__init__()
-        self.bn, self.gain, self.bias = nn.BatchNorm2d(ch, affine=False), nn.Linear(cdim, ch), nn.Linear(cdim, ch)
+        self.gain, self.bias = nn.Linear(cdim, ch), nn.Linear(cdim, ch)
         for lin in (self.gain, self.bias):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return self.bn(x) * (1 + self.gain(c))[:, :, None, None] + self.bias(c)[:, :, None, None]
+        x = x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-8)
+        return x * (1 + self.gain(c))[:, :, None, None] + self.bias(c)[:, :, None, None]
+
+
+def _minibatch_std(h: torch.Tensor) -> torch.Tensor:
+    """``h`` with one more channel: the feature std across groups of up to 4 images (ProGAN),
+    so the discriminator can see a batch of fakes that are all alike."""
+    b = h.shape[0]
+    g = next(k for k in range(min(_MBSTD_GROUP, b), 0, -1) if b % k == 0)
+    y = h.float().view(g, -1, *h.shape[1:])
+    y = (y - y.mean(0)).pow(2).mean(0).add(1e-8).sqrt().mean((1, 2, 3))  # (b / g,)
+    return torch.cat([h, y.repeat(g).to(h.dtype)[:, None, None, None].expand(-1, 1, *h.shape[2:])], 1)
 
 
 class _G(nn.Module):
@@ -132,16 +160,17 @@ class _G(nn.Module):
         self.c0 = chans[0]
         self.cond = ConditionEmbedder(cfg["conditions"], cfg["continuous"], cfg["cond_dim"], std=1.0)
         self.fc = nn.Linear(cfg["z_dim"] + cfg["cond_dim"], 16 * self.c0)
-        self.bns = nn.ModuleList([_CBN(c, cfg["cond_dim"]) for c in chans])
+        self.norms = nn.ModuleList([_CondNorm(c, cfg["cond_dim"]) for c in chans])
         self.convs = nn.ModuleList([nn.ConvTranspose2d(a, b, 4, 2, 1) for a, b in itertools.pairwise(chans)])
         self.to_rgb = nn.ConvTranspose2d(chans[-1], 3, 4, 2, 1)  # 3.5x faster on CPU than upsample + 3x3 conv
 
     def forward(self, z: torch.Tensor, lab: torch.Tensor, cont: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] units, unclamped (linear output: no tanh to saturate near white)."""
         c = self.cond(lab, cont)
-        h = F.relu(self.bns[0](self.fc(torch.cat([z, c], 1)).view(-1, self.c0, 4, 4), c))
-        for conv, bn in zip(self.convs, self.bns[1:]):
-            h = F.relu(bn(conv(h), c))
-        return torch.tanh(self.to_rgb(h))
+        h = F.leaky_relu(self.norms[0](self.fc(torch.cat([z, c], 1)).view(-1, self.c0, 4, 4), c), 0.2)
+        for conv, norm in zip(self.convs, self.norms[1:]):
+            h = F.leaky_relu(norm(conv(h), c), 0.2)
+        return self.to_rgb(h)
 
 
 class _D(nn.Module):
@@ -151,12 +180,18 @@ class _D(nn.Module):
         chans = [3] + [cfg["ndf"] * min(8, 2**i) for i in range(n)]
         layers: list[nn.Module] = []
         for a, b in itertools.pairwise(chans):
-            layers += [spectral_norm(nn.Conv2d(a, b, 4, 2, 1)), nn.LeakyReLU(0.2)]
-        self.body, self.out = nn.Sequential(*layers), spectral_norm(nn.Linear(chans[-1], 1))
-        self.cond = ConditionEmbedder(cfg["conditions"], cfg["continuous"], chans[-1], std=chans[-1] ** -0.5)
+            layers += [nn.Conv2d(a, b, 4, 2, 1), nn.LeakyReLU(0.2)]
+        c = chans[-1]
+        self.body = nn.Sequential(*layers)  # -> (c, 4, 4)
+        self.conv = nn.Conv2d(c + 1, c, 3, 1, 1)  # after the minibatch-std channel
+        self.fc = nn.Linear(16 * c, c)  # the StyleGAN2 epilogue: dense over the flattened 4x4 map
+        self.out = nn.Linear(c, 1)
+        self.cond = ConditionEmbedder(cfg["conditions"], cfg["continuous"], c, std=c**-0.5)
 
     def forward(self, x: torch.Tensor, lab: torch.Tensor, cont: torch.Tensor) -> torch.Tensor:
-        h = self.body(x).sum((2, 3))  # projection discriminator: linear head + <embed(c), h>
+        """Logits (real > 0); projection discriminator: linear head + <embed(c), h>."""
+        h = F.leaky_relu(self.conv(_minibatch_std(self.body(x))), 0.2)
+        h = F.leaky_relu(self.fc(h.flatten(1)), 0.2)
         return self.out(h).squeeze(1) + (self.cond(lab, cont) * h).sum(1)
 
 
@@ -172,7 +207,8 @@ def _load(module: nn.Module, state: dict[str, torch.Tensor], grow: bool = False)
         table = ".embeds." in k
         if k not in state:
             if not (grow and table):
-                raise GeneratorError(f"checkpoint lacks {k!r}; it was written for another GAN config")
+                raise GeneratorError(f"checkpoint lacks {k!r}; it was written for another GAN config or by the GAN "
+                                     "before the fix of issue #9 (batch-norm generator): retrain it")
             fixed[k] = torch.zeros_like(v)
             continue
         s = state[k]
@@ -218,6 +254,8 @@ class GAN(Generator):
         for k in ("ema_decay", "cond_drop"):
             if not 0.0 <= cfg[k] < 1.0:
                 raise GeneratorError(f"{k}={cfg[k]} must be in [0, 1)")
+        if not (isinstance(cfg["r1_gamma"], (int, float)) and cfg["r1_gamma"] >= 0):
+            raise GeneratorError(f"r1_gamma={cfg['r1_gamma']!r} must be a number >= 0 (0 turns the R1 penalty off)")
         return cfg
 
     @classmethod
@@ -271,13 +309,14 @@ class GAN(Generator):
             zb = z[i : i + batch_size].to(self.device)
             with autocast(self.device):
                 x = self.model(zb, lab.expand(len(zb), -1), cont.expand(len(zb), -1))
-            out[i : i + len(zb)] = ((x.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+            x = (x.float().clamp(-1, 1) + 1) * 127.5
+            out[i : i + len(zb)] = x.round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return out
 
     @classmethod
     def train(
-        cls, cells: CellSet, out_dir: str | Path, *, steps: int, batch_size: int = 32, lr_g: float = 2e-4,
-        lr_d: float = 2e-4, seed: int = 0, resume: bool = True, sample_every: int = 500, save_every: int = 1000,
+        cls, cells: CellSet, out_dir: str | Path, *, steps: int, batch_size: int = 32, lr_g: float = 1e-4,
+        lr_d: float = 4e-4, seed: int = 0, resume: bool = True, sample_every: int = 500, save_every: int = 1000,
         progress: bool = True, device: str | None = None, **config: Any,
     ) -> GAN:
         """Train a conditional GAN on ``cells``; returns the EMA generator (also saved to ``out_dir``).
@@ -295,7 +334,7 @@ class GAN(Generator):
 
     def finetune(
         self, cells: CellSet, out_dir: str | Path, *, steps: int, base_dir: str | Path | None = None,
-        batch_size: int = 16, lr_g: float = 1e-4, lr_d: float = 1e-4, seed: int = 0, resume: bool = True,
+        batch_size: int = 16, lr_g: float = 5e-5, lr_d: float = 2e-4, seed: int = 0, resume: bool = True,
         sample_every: int = 100, save_every: int = 100, progress: bool = True, device: str | None = None,
     ) -> GAN:
         """Few-shot fine-tuning on a handful of ``cells`` (e.g. a rare class added with
@@ -322,24 +361,6 @@ class GAN(Generator):
 
 
 # --- training ---------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def _recalibrate(g: nn.Module, lab: torch.Tensor, cont: torch.Tensor, cfg: dict[str, Any], device: str) -> nn.Module:
-    """A copy of ``g`` whose batch-norm statistics are re-measured on the EMA weights ("standing stats")."""
-    g = copy.deepcopy(g).train()
-    bns = [m for m in g.modules() if isinstance(m, nn.BatchNorm2d)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    gen = torch.Generator().manual_seed(cfg["seed"])
-    for _ in range(8):
-        idx = torch.randint(len(lab), (64,), generator=gen).to(device)
-        with autocast(device):
-            g(torch.randn(64, cfg["z_dim"], generator=gen).to(device), lab[idx], cont[idx])
-    for m in bns:
-        m.momentum = 0.1
-    return g.eval()
 
 
 def _write_grid(gan: GAN, path: Path, cols: int = 8) -> None:
@@ -396,7 +417,6 @@ def _fit(
     gan = GAN(cfg, ema, dev)
 
     def checkpoint(grid: bool, save: bool) -> None:
-        gan.model = _recalibrate(ema, lab_all, cont_all, cfg, dev)
         if grid:
             _write_grid(gan, out / "samples" / f"step_{step:06d}.png")
         if save:
@@ -406,7 +426,7 @@ def _fit(
             save_train_state(sd, nets, {"opt_g": opt_g, "opt_d": opt_d}, meta)
             gan.save_pretrained(out)
 
-    policy = cfg["diffaug"]
+    policy, gamma = cfg["diffaug"], float(cfg["r1_gamma"])
     G.train()
     D.train()
     ema_params, g_params = list(ema.parameters()), list(G.parameters())
@@ -418,25 +438,26 @@ def _fit(
         lab = lab.masked_fill((torch.rand(lab.shape, generator=rng) < cfg["cond_drop"]).to(dev), 0)
         cont = cont.masked_fill((torch.rand(cont.shape, generator=rng) < cfg["cond_drop"]).to(dev), math.nan)
         z = torch.randn(batch_size, cfg["z_dim"], generator=rng).to(dev)
+        real = diff_augment(real, policy, rng).requires_grad_(gamma > 0)  # R1 on what D sees, as in ADA
         with autocast(dev):
             fake = G(z, lab, cont)
-            loss_d = (F.relu(1 - D(diff_augment(real, policy, rng), lab, cont)).mean()
-                      + F.relu(1 + D(diff_augment(fake.detach(), policy, rng), lab, cont)).mean())
+            d_real = D(real, lab, cont)
+            loss_d = F.softplus(-d_real).mean() + F.softplus(D(diff_augment(fake.detach(), policy, rng), lab, cont)).mean()
+        if gamma > 0:
+            (grad,) = torch.autograd.grad(d_real.float().sum(), real, create_graph=True)
+            loss_d = loss_d + gamma / 2 * grad.float().pow(2).sum((1, 2, 3)).mean()
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
         D.requires_grad_(False)
         with autocast(dev):
-            loss_g = -D(diff_augment(fake, policy, rng), lab, cont).mean()
+            loss_g = F.softplus(-D(diff_augment(fake, policy, rng), lab, cont)).mean()  # non-saturating
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
         D.requires_grad_(True)
         step += 1
         ema_update(ema_params, g_params, ema_decay(step, cfg["ema_decay"]))
-        with torch.no_grad():
-            for be, b in zip(ema.buffers(), G.buffers()):
-                be.copy_(b)
         bar.update(1)
         if step % 10 == 0 or step == steps:
             bar.set_postfix(d=f"{loss_d.item():.3f}", g=f"{loss_g.item():.3f}")

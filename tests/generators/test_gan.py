@@ -14,7 +14,7 @@ pytest.importorskip("safetensors")
 
 from alldata.generators.base import CONFIG_NAME, WEIGHTS_NAME, Generator, GeneratorError
 from alldata.generators.data import CellSet
-from alldata.generators.gan import GAN, diff_augment
+from alldata.generators.gan import GAN, _minibatch_std, diff_augment
 from PIL import Image
 
 TINY = {"z_dim": 8, "ngf": 8, "ndf": 8, "cond_dim": 8}
@@ -98,6 +98,8 @@ def test_bad_config_is_an_error(tmp_path):
         GAN.build({"diffaug": "color,rotate"})
     with pytest.raises(GeneratorError, match="unknown gan config keys"):
         GAN.build({"ngf_": 8})
+    with pytest.raises(GeneratorError, match="r1_gamma"):
+        GAN.build({"r1_gamma": -1})
     with pytest.raises(GeneratorError, match="image_size=32"):
         GAN.train(_cells(), tmp_path, steps=1, image_size=32, **FAST)
 
@@ -113,6 +115,28 @@ def test_diff_augment_is_differentiable_and_empty_is_identity():
     assert x.grad is not None and x.grad.abs().sum() > 0
     for policy in ("translation", "cutout"):  # each moves or hides pixels
         assert not torch.equal(diff_augment(x.detach(), policy, torch.Generator().manual_seed(1)), x.detach())
+
+
+def test_minibatch_std_sees_a_batch_of_identical_images():
+    """The discriminator's extra channel is ~0 for a collapsed batch, > 0 for a varied one, for any batch size."""
+    gen = torch.Generator().manual_seed(0)
+    for b in (1, 3, 4, 5, 8):
+        varied = torch.randn(b, 6, 4, 4, generator=gen)
+        out = _minibatch_std(varied)
+        assert out.shape == (b, 7, 4, 4) and torch.equal(out[:, :6], varied)
+        assert (out[:, 6] > 0.5).all() == (b > 1 and b != 5)  # 5 images: groups of 1, no spread to see
+        assert _minibatch_std(varied[:1].expand(b, -1, -1, -1))[:, 6].abs().max() < 1e-3
+
+
+def test_generator_has_no_batch_dependence_and_old_checkpoints_are_named(run):
+    """No batch norm: a sample is the same alone or in a batch; a pre-fix (batch-norm) state dict is refused clearly."""
+    gan, _ = run
+    z, lab, cont = torch.randn(4, 8), torch.ones(4, 2, dtype=torch.long), torch.full((4, 2), float("nan"))
+    with torch.no_grad():
+        torch.testing.assert_close(gan.model(z, lab, cont)[:1], gan.model(z[:1], lab[:1], cont[:1]))
+    old = {("bns" + k[5:] if k.startswith("norms") else k): v for k, v in gan.state_dict().items()}
+    with pytest.raises(GeneratorError, match="issue #9"):
+        gan.load_state_dict(old)
 
 
 def test_resume_continues_at_saved_step_and_matches_a_straight_run(tmp_path):
