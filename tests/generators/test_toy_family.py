@@ -169,5 +169,13 @@ def test_the_benchmark_runs_an_arm_of_it(tmp_path, dataset_name):
     run = run_benchmark(recipe, name, tmp_path / "run", progress=False, write_back=False)
     info = [run.results[c].info for c in run.results if c.arm == "toy"]
     assert len(info) == 2 and all(i["generator"] == "toy" and i["n_synthetic"] > 0 for i in info)
-    syn = fo.load_dataset(name).match_tags(F.TAG_SYNTHETIC)
-    assert set(syn.values(F.GENERATOR)) == {"toy"} and set(syn.values(F.RECIPE)) == {"toy-rare"}
+    from alldata.synthetic import benchmark_dataset
+
+    # the arm's samples live in the run-scoped dataset, never in the user's
+    assert len(fo.load_dataset(name).match_tags(F.TAG_SYNTHETIC)) == 0
+    bench = fo.load_dataset(benchmark_dataset(name, "toy-rare"))
+    try:
+        syn = bench.match_tags(F.TAG_SYNTHETIC)
+        assert set(syn.values(F.GENERATOR)) == {"toy"} and set(syn.values(F.RECIPE)) == {"toy-rare"}
+    finally:
+        bench.delete()
