@@ -151,8 +151,16 @@ def test_benchmark_then_the_sample_panel(tmp_path, dataset_name):
     r = actions.run_benchmark_recipe(ds, path, quick=False, out_dir=tmp_path / "run", progress=progress)
     assert (tmp_path / "run" / "metrics.json").is_file() and seen[-1][0] == 1.0
     assert ds.info[BENCHMARK_RUNS] == {"tiny-rare": str((tmp_path / "run").resolve())}
-    gan = ds.load_saved_view(r.view)
+    # the GAN arm's samples are in the run-scoped dataset, which holds the view; the user's dataset has none
+    assert len(ds.match_tags(F.TAG_SYNTHETIC)) == 0 and r.extra["dataset"] == f"{dataset_name}-bench-tiny-rare"
+    bench = fo.load_dataset(r.extra["dataset"])
+    gan = bench.load_saved_view(r.view)
     assert len(gan) > 0 and set(gan.values(F.RECIPE)) == {"tiny-rare"}
+    assert bench.info[BENCHMARK_RUNS] == ds.info[BENCHMARK_RUNS]
+    # the panel on one of them, from the user's dataset (where the real cells are): a user who wants
+    # benchmark samples beside real ones merges them on purpose
+    ds.merge_samples(bench, key_field="filepath")
+    bench.delete()
 
     embed_dataset(ds, features="handcrafted", method="pca")
     sid = pick_sample(ds, ds.view(), None, None)

@@ -303,25 +303,39 @@ def run_benchmark_recipe(
 ) -> ActionResult:
     """Run a benchmark recipe on ``ds`` (``alldata benchmark``), recording its results folder for the panel.
 
-    The folder goes to ``dataset.info[BENCHMARK_RUNS][recipe name]``; the samples of the
-    recipe's arms are in the view ``app-benchmark-<recipe>`` (provenance ``recipe``).
+    The folder goes to ``dataset.info[BENCHMARK_RUNS][recipe name]``. The samples of the recipe's
+    generator arms are not in ``ds``: they live in the run-scoped dataset ``<ds>-bench-<recipe>``
+    (:func:`alldata.synthetic.benchmark_dataset`), which records the run too and holds the saved view
+    ``app-benchmark-<recipe>``; the result names that dataset.
     """
+    import fiftyone as fo
+
     from alldata.benchmark.engine import run_benchmark
     from alldata.config import home
     from alldata.recipes import load_recipe
+    from alldata.synthetic import benchmark_dataset
 
     recipe = load_recipe(recipe_path)
     out = Path(out_dir) if out_dir else home() / "datasets" / ds.name / "runs" / f"{recipe.name}{'-quick' if quick else ''}"
     progress(0.0, f"benchmark {recipe.name} -> {out}")
     run = run_benchmark(recipe, ds.name, out, quick=quick, progress=False, command=f"App: run benchmark {recipe_path}")
     ds.reload()
-    info = dict(ds.info)
-    info[BENCHMARK_RUNS] = {**info.get(BENCHMARK_RUNS, {}), recipe.name: str(out.resolve())}
-    ds.info = info
-    ds.save()
-    made = ds.match({F.RECIPE: recipe.name})
-    name = _save_view(ds, f"benchmark-{recipe.name}", made, f"samples generated for benchmark recipe {recipe.name}")
+    bench_name = benchmark_dataset(ds.name, recipe.name)
+    bench = fo.load_dataset(bench_name) if fo.dataset_exists(bench_name) else None
+    for target in (ds, bench):
+        if target is not None:
+            info = dict(target.info)
+            info[BENCHMARK_RUNS] = {**info.get(BENCHMARK_RUNS, {}), recipe.name: str(out.resolve())}
+            target.info = info
+            target.save()
+    ids: list[str] = []
+    name = None
+    where = "no generator arm: no samples made"
+    if bench is not None:
+        made = bench.match({F.RECIPE: recipe.name})
+        name = _save_view(bench, f"benchmark-{recipe.name}", made, f"samples generated for benchmark recipe {recipe.name}")
+        ids, where = made.values("id"), f"{len(made)} generated samples in dataset {bench_name} (view {name})"
     progress(1.0, f"{run.ran} cells run, {run.skipped} reused")
     s = run.summary
-    return ActionResult(made.values("id"), name, f"{recipe.name}: {run.ran} cells run, {run.skipped} reused; metrics {out / 'metrics.json'}",
-                        {"out_dir": str(out), "primary_metric": s.primary_metric})
+    return ActionResult(ids, name, f"{recipe.name}: {run.ran} cells run, {run.skipped} reused; {where}; metrics {out / 'metrics.json'}",
+                        {"out_dir": str(out), "primary_metric": s.primary_metric, "dataset": bench_name if bench else None})
