@@ -355,10 +355,16 @@ def test_plugin_operator_and_panel_in_the_app(plugin_app, dataset_name, tmp_path
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True, exclude_none=True)))
     ds = open_dataset(dataset_name)
     run = actions.run_benchmark_recipe(ds, tmp_path / "tiny.yaml", quick=False, out_dir=tmp_path / "run")
-    n_syn = len(ds.load_saved_view(run.view))
+    # the benchmark's samples live in its run-scoped dataset; bring them beside the real cells for the panel
+    bench = open_dataset(run.extra["dataset"])
+    ds.merge_samples(bench, key_field="filepath")
+    bench.delete()
+    ds.save_view(run.view, ds.match({"recipe": "tiny-rare"}), overwrite=True)
+    syn_ids = ds.load_saved_view(run.view).values("id")
+    n_syn = len(syn_ids)
     embed_dataset(ds, features="handcrafted", method="pca")
     run_brain(ds)
-    actions.score_view(ds, run.ids, heldout="")
+    actions.score_view(ds, syn_ids, heldout="")
     assert n_syn > 0 and not ds.match_tags(REJECT_TAG)
 
     url = f"{plugin_app}/datasets/{dataset_name}?view={view_slug(run.view)}"
