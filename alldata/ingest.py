@@ -23,6 +23,7 @@ refuse a second copy of a record whoever writes it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import multiprocessing
 import time
 from collections import defaultdict, deque
@@ -225,7 +226,12 @@ def _ingest(src: Source, dataset: str, paths: list[Path], loader: _Loader | None
     """The body of :func:`ingest` (``loader``: files already being loaded, for a new dataset)."""
     from tqdm import tqdm
 
-    ds = open_dataset(dataset)
+    ahead: list[_Loaded | Problem] = []  # a new dataset: its schema is declared with the first sample's extras
+    for item in loader if loader is not None else ():
+        ahead.append(item)
+        if isinstance(item, _Loaded):
+            break
+    ds = open_dataset(dataset, ahead[-1].doc if ahead and isinstance(ahead[-1], _Loaded) else None)
     ensure_key_index(ds)
     # key -> (record fingerprint, stamp); no sample ids (converting 100k ObjectIds costs seconds)
     keys, fps, stamps = ds.match({F.SOURCE: src.name}).values([F.KEY, F.RECORD_SHA256, STAMP_FIELD])
@@ -265,7 +271,7 @@ def _ingest(src: Source, dataset: str, paths: list[Path], loader: _Loader | None
     if inner:
         loader = _load_all(src, todo, workers)
     try:
-        for item in loader:
+        for item in itertools.chain(ahead, loader):
             bar.update()
             if isinstance(item, Problem):
                 src.problems.append(item)

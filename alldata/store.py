@@ -54,14 +54,31 @@ def _fields() -> dict[str, tuple[Any, dict[str, Any]]]:
     return out
 
 
-def ensure_schema(ds: fo.Dataset) -> None:
-    """Declare every common-schema field (so empty fields still exist) and the mask targets."""
+def ensure_schema(ds: fo.Dataset, example: dict[str, Any] | None = None) -> None:
+    """Declare every common-schema field (so empty fields still exist) and the mask targets.
+
+    ``example``: a :func:`to_document` document whose extra (source-specific) fields are
+    declared in the same schema merge, with the types FiftyOne infers from their values, so a
+    new dataset's schema is written and reloaded once.
+    """
     have = ds.get_field_schema()
-    _declare(ds, {name: ftype(**kw) for name, (ftype, kw) in _fields().items() if name not in have})
+    missing: dict[str, Any] = {name: ftype(**kw) for name, (ftype, kw) in _fields().items() if name not in have}
+    missing.update(_implied_fields([example] if example else [], {*have, *missing}))
+    _declare(ds, missing)
     targets = {F.SEGMENTATION: dict(SEG_CLASSES), F.SEGMENTATION_ALT: dict(SEG_CLASSES)}
     if ds.mask_targets != targets:
         ds.mask_targets = targets
         ds.save()
+
+
+def _implied_fields(docs: list[dict[str, Any]], have: set[str] | dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``docs`` not in ``have``, each with the type FiftyOne infers from its value."""
+    undeclared = {k: v for d in docs for k, v in d.items() if k not in have and k not in _PRIVATE and v is not None}
+    if not undeclared:
+        return {}
+    from fiftyone.core.odm.utils import create_field, get_implied_field_kwargs
+
+    return {name: create_field(name, **get_implied_field_kwargs(value)) for name, value in undeclared.items()}
 
 
 def _declare(ds: fo.Dataset, missing: dict[str, Any]) -> None:
@@ -78,8 +95,11 @@ def _declare(ds: fo.Dataset, missing: dict[str, Any]) -> None:
             ds.add_sample_field(name, type(field), embedded_doc_type=getattr(field, "document_type", None))
 
 
-def open_dataset(name: str) -> fo.Dataset:
+def open_dataset(name: str, example: dict[str, Any] | None = None) -> fo.Dataset:
     """Load the persistent dataset ``name``, creating it (with the schema) if needed.
+
+    ``example``: a :func:`to_document` document of the source about to be stored, whose extra
+    fields are declared along with the common schema (see :func:`ensure_schema`).
 
     Safe when several processes open the same new dataset at once (``alldata ingest``
     shards against one MongoDB): the one that loses the race to create it loads it.
@@ -95,7 +115,9 @@ def open_dataset(name: str) -> fo.Dataset:
             if not fo.dataset_exists(name):
                 raise
             ds = fo.load_dataset(name)
-    ensure_schema(ds)
+    if ds.media_type is None:  # before the schema: this save + reload is of the few default fields only
+        ds.media_type = "image"
+    ensure_schema(ds, example)
     return ds
 
 
@@ -340,12 +362,8 @@ def insert_documents(ds: fo.Dataset, docs: list[dict[str, Any]]) -> list[str]:
 
     if not docs:
         return []
-    schema = ds.get_field_schema()
-    undeclared = {k: v for d in docs for k, v in d.items() if k not in schema and k not in _PRIVATE and v is not None}
-    if undeclared:  # a source's ``extra`` fields, the first time: declared with the type FiftyOne infers
-        from fiftyone.core.odm.utils import create_field, get_implied_field_kwargs
-
-        _declare(ds, {name: create_field(name, **get_implied_field_kwargs(value)) for name, value in undeclared.items()})
+    # a source's ``extra`` fields not declared by open_dataset: declared with the type FiftyOne infers
+    _declare(ds, _implied_fields(docs, ds.get_field_schema()))
     if ds.media_type is None:
         ds.media_type = "image"
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)

@@ -181,6 +181,25 @@ def test_documents_are_what_fiftyone_would_store(tmp_path, dataset_name):
     assert back["segmented_filepath"] == "/x/y.jpg" and back.metadata.width == 16
 
 
+def test_new_dataset_declares_the_extras_of_an_example_in_its_schema(tmp_path, dataset_name):
+    """open_dataset(example=...) declares the common schema and the example's extra fields in one go,
+    with the types add_samples would infer, so the first bulk write has nothing left to declare."""
+    from alldata.store import open_dataset, to_document, to_fiftyone
+
+    s = _full_sample(tmp_path)
+    ds = open_dataset(dataset_name, example=to_document(s, "f" * 64))
+    assert ds.media_type == "image" and "segmented_filepath" in ds.get_field_schema()
+    ref = open_dataset(dataset_name + "-ref")
+    try:
+        ref.add_samples([to_fiftyone(s, "f" * 64)], progress=False)
+        def kinds(d: fo.Dataset) -> dict:
+            return {k: (type(v), getattr(v, "document_type", None)) for k, v in d.get_field_schema().items()}
+
+        assert kinds(ds) == kinds(ref)
+    finally:
+        ref.delete()
+
+
 def _jpeg_variants(tmp_path):
     """A good noise JPEG and broken copies: truncated (3 ways) and a marker in the middle of the scan."""
     good = write_image(tmp_path / "good.jpg", (96, 96), seed=0)

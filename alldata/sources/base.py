@@ -12,6 +12,7 @@ position line, a degenerate box) are recorded with :meth:`Source.warn` and the r
 from __future__ import annotations
 
 import inspect
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -182,10 +183,20 @@ class Source:
                             f"(rename it to match its content)")
         return info
 
+    def _resolved(self, path: Path) -> str:
+        """``path`` with its folder's symbolic links resolved (each folder once per source object)
+        and its own name kept; ``Path.resolve`` per file costs 0.2-0.5 ms."""
+        cache: dict[str, str] = self.__dict__.setdefault("_resolved_dirs", {})
+        parent = os.path.dirname(path)
+        real = cache.get(parent)
+        if real is None:
+            real = cache[parent] = str(Path(parent or ".").resolve())
+        return os.path.join(real, path.name)
+
     def _sample(self, path: Path, info: ImageInfo, source_id: str, group_id: str, **fields: Any) -> Sample:
         """Build a :class:`Sample` with the identity fields filled from the class and ``info``."""
         return Sample(
-            filepath=str(path.parent.resolve() / path.name),  # a symlink keeps its own name
+            filepath=self._resolved(path),  # a symlink keeps its own name
             source=self.name,
             source_id=source_id,
             sha256=info.sha256,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,5 +60,18 @@ class Taleqani(ClassFolderSource):
         return images
 
     def extra_fields(self, path: Path) -> dict[str, Any]:
-        seg = self.root / "Segmented" / path.parent.name / path.name
-        return {"extra": {"segmented_filepath": str(seg.resolve())}} if seg.is_file() else {}
+        folder = self.root / "Segmented" / path.parent.name
+        if path.name not in self._segmented(folder):
+            return {}
+        return {"extra": {"segmented_filepath": self._resolved(folder / path.name)}}
+
+    def _segmented(self, folder: Path) -> frozenset[str]:
+        """The files in ``folder`` (one listing per folder and source object, not a stat per image)."""
+        cache: dict[Path, frozenset[str]] = self.__dict__.setdefault("_segmented_names", {})
+        if folder not in cache:
+            try:
+                with os.scandir(folder) as entries:
+                    cache[folder] = frozenset(e.name for e in entries if e.is_file())
+            except OSError:  # no such folder: no segmented copies
+                cache[folder] = frozenset()
+        return cache[folder]
