@@ -129,5 +129,5 @@ def test_resample_to_a_common_red_cell_diameter():
     assert diameter == pytest.approx(16, abs=1)
     assert resample_to_rbc(disk, 72.0, rbc_px=32).shape == (128, 128)
     assert resample_to_rbc(disk, 72.0, rbc_px=32).dtype == bool
-    with pytest.raises(StainError, match="no red-cell diameter known for source 'pbc'"):
-        resample_to_rbc(img, "pbc")
+    with pytest.raises(StainError, match="no red-cell diameter known for source 'atlas'"):
+        resample_to_rbc(img, "atlas")
