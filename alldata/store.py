@@ -166,11 +166,9 @@ def _keypoints(points: list[Point] | None) -> fo.Keypoints | None:
     return fo.Keypoints(keypoints=[fo.Keypoint(label=p.label.value, points=[(p.x, p.y)]) for p in points])
 
 
-def to_fiftyone(sample: Sample, fingerprint: str | None = None) -> fo.Sample:
-    """Convert a validated :class:`Sample` to a ``fo.Sample`` with every schema field set."""
-    import fiftyone as fo
-
-    s = sample
+def _plain_fields(s: Sample, fingerprint: str | None) -> dict[str, Any]:
+    """The fields that are plain values (identity, licence, image facts, provenance): the same in a
+    ``fo.Sample`` and in a raw document."""
     fields: dict[str, Any] = {
         F.SOURCE: s.source,
         F.SOURCE_ID: s.source_id,
@@ -188,20 +186,8 @@ def to_fiftyone(sample: Sample, fingerprint: str | None = None) -> fo.Sample:
         F.MAGNIFICATION: s.magnification,
         F.STAIN: s.stain,
         F.DEVICE: s.device,
-        F.GROUND_TRUTH: _classification(s.ground_truth),
-        F.DIAGNOSIS: _classification(s.diagnosis),
-        F.CELL_TYPE: _classification(s.cell_type),
-        F.SUBTYPE: _classification(s.subtype),
-        F.CELLS: None if s.cells is None else fo.Detections(detections=[_detection(b) for b in s.cells]),
-        F.BLASTS: _keypoints(s.blasts),
-        F.OTHER_WBCS: _keypoints(s.other_wbcs),
-        F.WBC_LABELS: None
-        if s.wbc_labels is None
-        else fo.Classifications(classifications=[fo.Classification(label=c.value) for c in s.wbc_labels]),
         F.IS_SYNTHETIC: s.is_synthetic,
     }
-    for name, seg in ((F.SEGMENTATION, s.segmentation), (F.SEGMENTATION_ALT, s.segmentation_alt)):
-        fields[name] = None if seg is None else fo.Segmentation(mask=seg.mask, annotator=seg.annotator)
     if s.provenance is not None:
         import json
 
@@ -218,6 +204,29 @@ def to_fiftyone(sample: Sample, fingerprint: str | None = None) -> fo.Sample:
                 F.ALLDATA_VERSION: p.alldata_version,
             }
         )
+    return fields
+
+
+def to_fiftyone(sample: Sample, fingerprint: str | None = None) -> fo.Sample:
+    """Convert a validated :class:`Sample` to a ``fo.Sample`` with every schema field set."""
+    import fiftyone as fo
+
+    s = sample
+    fields: dict[str, Any] = {
+        **_plain_fields(s, fingerprint),
+        F.GROUND_TRUTH: _classification(s.ground_truth),
+        F.DIAGNOSIS: _classification(s.diagnosis),
+        F.CELL_TYPE: _classification(s.cell_type),
+        F.SUBTYPE: _classification(s.subtype),
+        F.CELLS: None if s.cells is None else fo.Detections(detections=[_detection(b) for b in s.cells]),
+        F.BLASTS: _keypoints(s.blasts),
+        F.OTHER_WBCS: _keypoints(s.other_wbcs),
+        F.WBC_LABELS: None
+        if s.wbc_labels is None
+        else fo.Classifications(classifications=[fo.Classification(label=c.value) for c in s.wbc_labels]),
+    }
+    for name, seg in ((F.SEGMENTATION, s.segmentation), (F.SEGMENTATION_ALT, s.segmentation_alt)):
+        fields[name] = None if seg is None else fo.Segmentation(mask=seg.mask, annotator=seg.annotator)
     fields.update(s.extra)
     metadata = fo.ImageMetadata(
         size_bytes=s.size_bytes, mime_type=s.mime_type, width=s.width, height=s.height, num_channels=s.num_channels
@@ -291,22 +300,7 @@ def to_document(sample: Sample, fingerprint: str | None = None) -> dict[str, Any
 
     s = sample
     fields: dict[str, Any] = {
-        F.SOURCE: s.source,
-        F.SOURCE_ID: s.source_id,
-        F.KEY: s.key,
-        F.SHA256: s.sha256,
-        F.RECORD_SHA256: fingerprint or s.fingerprint(),
-        F.LICENSE: s.license,
-        F.CITATION: s.citation,
-        F.SUBJECT_ID: s.subject_id,
-        F.GROUP_ID: s.group_id,
-        F.SOURCE_SPLIT: s.source_split,
-        F.IMAGE_KIND: s.image_kind.value,
-        F.WIDTH: s.width,
-        F.HEIGHT: s.height,
-        F.MAGNIFICATION: s.magnification,
-        F.STAIN: s.stain,
-        F.DEVICE: s.device,
+        **_plain_fields(s, fingerprint),
         F.GROUND_TRUTH: _classification_doc(s.ground_truth),
         F.DIAGNOSIS: _classification_doc(s.diagnosis),
         F.CELL_TYPE: _classification_doc(s.cell_type),
@@ -317,26 +311,9 @@ def to_document(sample: Sample, fingerprint: str | None = None) -> dict[str, Any
         F.WBC_LABELS: None
         if s.wbc_labels is None
         else {"_cls": "Classifications", "classifications": [_classification_doc(c) for c in s.wbc_labels]},
-        F.IS_SYNTHETIC: s.is_synthetic,
     }
     for name, seg in ((F.SEGMENTATION, s.segmentation), (F.SEGMENTATION_ALT, s.segmentation_alt)):
         fields[name] = None if seg is None else _label("Segmentation", mask=_array(seg.mask), annotator=seg.annotator)
-    if s.provenance is not None:
-        import json
-
-        p = s.provenance
-        fields.update(
-            {
-                F.GENERATOR: p.generator,
-                F.CHECKPOINT_SHA256: p.checkpoint_sha256,
-                F.SEED: p.seed,
-                F.CONDITION: json.dumps(p.condition, sort_keys=True),
-                F.SAMPLER: p.sampler,
-                F.NUM_INFERENCE_STEPS: p.num_inference_steps,
-                F.RECIPE: p.recipe,
-                F.ALLDATA_VERSION: p.alldata_version,
-            }
-        )
     fields.update({k: serialize_value(v) for k, v in s.extra.items()})
     doc: dict[str, Any] = {
         "filepath": s.filepath,
