@@ -157,9 +157,10 @@ def evaluate(
         LabelMapError: labels outside the recipe's label map.
         DuplicateAcrossPoolsError: a test file the model was trained on.
     """
+    from alldata.benchmark.aggregate import _pooled_cis
     from alldata.benchmark.classification import ClassificationTask, Scale
-    from alldata.benchmark.engine import ALPHA, _pooled_cis, select_pool
     from alldata.benchmark.external import DuplicateAcrossPoolsError
+    from alldata.benchmark.pool import ALPHA, select_pool
     from alldata.store import load_dataset
 
     dirs = find_models(model_or_run)

@@ -78,7 +78,7 @@ def mix(recipe: Recipe, dataset: str, arm: str | None = None, *, seed: int = 0) 
         MixError: unknown or in-memory arm, or no ``train`` samples in the pool.
     """
     from alldata.benchmark.classification import fill_counts
-    from alldata.benchmark.engine import _rare_cut, build_pool
+    from alldata.benchmark.pool import _rare_cut, build_pool
     from alldata.curation import curated
     from alldata.store import load_dataset
 

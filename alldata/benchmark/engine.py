@@ -2,12 +2,12 @@
 
 One *cell* is (arm, model, fold, seed); each step in detail: docs/benchmark.md#engine. The engine
 
-1. builds the real pool (:func:`build_pool`): the recipe's sources and filters, curated, no
+1. builds the real pool (:func:`~alldata.benchmark.pool.build_pool`): the recipe's sources and filters, curated, no
    kept-copy duplicates, no synthetic samples, labels mapped;
 2. makes ``recipe.folds`` grouped folds per seed (:func:`fold_plan`, checked for leaks), cuts
    the rare class from every arm but the oracle and keeps ``eval_sources`` test rows;
 3. runs every cell through the task, skipping cells whose result JSON already exists;
-4. aggregates (:func:`aggregate`): means, group-bootstrap CIs, paired gains over the
+4. aggregates (:func:`~alldata.benchmark.aggregate.aggregate`): means, group-bootstrap CIs, paired gains over the
    baseline per (seed, fold), the share of the baseline→oracle gap recovered;
 5. writes ``metrics.json`` (a :class:`~alldata.reports.BenchmarkSummary`), the report from
    it, and each arm's test predictions back onto the samples.
@@ -17,41 +17,37 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import time
 import warnings
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from alldata.benchmark.aggregate import _json_default, aggregate
+from alldata.benchmark.pool import ALPHA, BenchmarkError, LabelMapError, Pool, _rare_cut, build_pool
 from alldata.benchmark.tasks import EXTERNAL_FOLD, Cell, CellContext, CellResult, Task, get_task
-from alldata.errors import AlldataError, SplitError
+from alldata.errors import SplitError
 from alldata.recipes import Recipe, recipe_slug
 from alldata.reports import (
-    ArmResult,
     BenchmarkSummary,
-    CellSummary,
     ExternalResult,
     FoldSummary,
-    Gain,
-    GapRecovered,
-    MetricSummary,
     PoolSummary,
     load_benchmark_summary,
     save_report,
 )
-from alldata.schema import F
 
 __all__ = [
     "BenchmarkError",
     "BenchmarkRun",
     "FoldPlan",
+    "LabelMapError",
     "Pool",
     "aggregate",
     "build_pool",
@@ -60,41 +56,6 @@ __all__ = [
     "prediction_field",
     "run_benchmark",
 ]
-
-_LABEL_LIKE = {F.DIAGNOSIS, F.CELL_TYPE, F.SUBTYPE, F.GROUND_TRUTH}
-#: 1 − the confidence level of every interval the benchmark reports.
-ALPHA = 0.05
-
-
-class BenchmarkError(AlldataError, ValueError):
-    """A benchmark that cannot run as asked: empty pool, too few groups, missing results."""
-
-
-class LabelMapError(BenchmarkError):
-    """An external pool holds labels the recipe's label map does not cover (names them and the fix)."""
-
-
-@dataclass
-class Pool:
-    """The real samples a recipe benchmarks on, one entry per sample (parallel lists)."""
-
-    ids: list[str]
-    keys: list[str]
-    groups: list[str]
-    labels: list[str]
-    sources: list[str]
-    hashes: list[str | None]
-    dropped: dict[str, int] = field(default_factory=dict)
-    #: what the folds balance, one entry per sample (None: the labels). Segmentation pools
-    #: stratify on the annotated evaluation images so every fold gets some.
-    strata: list[str | None] | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def composition(self) -> dict[str, int]:
-        """Samples per class."""
-        return dict(sorted(Counter(self.labels).items()))
 
 
 @dataclass
@@ -108,151 +69,6 @@ class FoldPlan:
     rare_kept: np.ndarray  # the rare-class train indices that survived the cut
     test: np.ndarray  # test rows (restricted to eval_sources)
 
-
-def _label_key(field_: str) -> str:
-    return f"{field_}.label" if field_ in _LABEL_LIKE else field_
-
-
-def select_pool(
-    recipe: Recipe,
-    dataset: str,
-    sources: list[str],
-    where: dict[str, Any] | None,
-    *,
-    strict: bool = False,
-    what: str = "pool",
-) -> tuple[Pool, list[Any]]:
-    """The real samples of ``sources`` in ``dataset`` matching ``where``, curated, no kept-copy
-    duplicates, no synthetic samples, labels mapped through the recipe's label map
-    (``data.classes`` and per-source ``data.source_labels``).
-
-    Returns:
-        (the pool, the number of cell detections per sample: segmentation strata).
-
-    Raises:
-        LabelMapError: ``strict`` (an external pool) and some samples carry a label the map
-            does not cover; the message names the labels per source and how to map them.
-    """
-    from alldata.curation import curated
-    from alldata.store import load_dataset
-
-    ds = load_dataset(dataset)
-    d = recipe.data
-    view = ds.match({F.SOURCE: {"$in": list(sources)}, F.IS_SYNTHETIC: {"$ne": True}, F.DUPLICATE_OF: None})
-    for k, v in (where or {}).items():
-        view = view.match({_label_key(k): {"$in": v if isinstance(v, list) else [v]}})
-    n_matched = len(view)
-    view = curated(view)
-    n_curated = len(view)
-    fields = d.label_fields()
-    got = view.values(["id", F.KEY, F.GROUP_ID, F.SOURCE, F.SHA256, *[f"{f}.label" for f in fields]])
-    ids, keys, groups, srcs, hashes = got[:5]
-    raw_by_field = dict(zip(fields, got[5:]))
-    n_cells = view.values(f"{F.CELLS}.detections.label") if view.has_field(F.CELLS) else [None] * len(ids)
-    keep: list[int] = []
-    labels: list[str] = []
-    unmapped: Counter[tuple[str, str, Any]] = Counter()
-    for i, src in enumerate(srcs):
-        field_ = d.field_for(src)
-        r = raw_by_field[field_][i]
-        cmap = d.map_for(src)
-        if cmap is None:
-            if r is None and (recipe.task == "classification" or strict):
-                unmapped[(src, field_, r)] += 1
-                continue
-            labels.append("" if r is None else str(r))
-        elif r in cmap:
-            labels.append(cmap[r])
-        else:
-            unmapped[(src, field_, r)] += 1
-            continue
-        keep.append(i)
-    unmapped = Counter({k: n for k, n in unmapped.items() if not d.leaves_out(k[0])})
-    if strict and unmapped:
-        raise LabelMapError(_unmapped_message(recipe, dataset, what, unmapped))
-    pool = Pool(
-        ids=[ids[i] for i in keep],
-        keys=[keys[i] for i in keep],
-        groups=[groups[i] or keys[i] for i in keep],
-        labels=labels,
-        sources=[srcs[i] for i in keep],
-        hashes=[hashes[i] for i in keep],
-        dropped={"rejected": n_matched - n_curated, "label_not_in_classes": n_curated - len(keep)},
-    )
-    return pool, [n_cells[i] for i in keep]
-
-
-def _unmapped_message(recipe: Recipe, dataset: str, what: str, unmapped: Counter) -> str:
-    d = recipe.data
-    found = "; ".join(f"{src} {f}={r!r} ({n} samples)" for (src, f, r), n in sorted(unmapped.items(), key=str))
-    src, f, r = min(unmapped, key=str)
-    classes = d.class_names() or "the labels as they are"
-    example = (f"data.source_labels: {{{src}: {{label_field: {f}, classes: {{{r if r is not None else 'null'}: "
-               f"<one of {classes}>}}}}}}")
-    return (f"recipe {recipe.name!r}: the {what} in dataset {dataset!r} holds labels outside the recipe's label map "
-            f"(classes {classes}): {found}. Map them in data.classes (label field {d.label_field!r}) or per source "
-            f"with {example} (add unmapped: leave_out there to leave the source's other labels out), or leave "
-            "those samples out with a where: filter")
-
-
-def build_pool(recipe: Recipe, dataset: str) -> Pool:
-    """The real pool of ``recipe`` in ``dataset`` (see the module docstring and :func:`select_pool`).
-
-    Raises:
-        BenchmarkError: the pool is empty or holds fewer than two classes.
-    """
-    d = recipe.data
-    pool, n_cells = select_pool(recipe, dataset, list(d.sources), d.where)
-    if recipe.task == "segmentation":
-        pool.strata = [
-            f"eval:{src}:{'annotated' if n else 'unannotated'}"
-            if recipe.eval_sources is None or src in recipe.eval_sources
-            else None
-            for src, n in zip(pool.sources, n_cells)
-        ]
-    if recipe.max_per_class:
-        pool = _limit_per_class(pool, recipe.max_per_class)
-    if len(pool) == 0:
-        raise BenchmarkError(
-            f"recipe {recipe.name!r}: no real samples of sources {d.sources} with {d.label_field} in "
-            f"{d.class_names()} in dataset {dataset!r}; ingest them first (alldata ingest ...)"
-        )
-    if recipe.task == "classification" and len(set(pool.labels)) < 2:
-        raise BenchmarkError(f"recipe {recipe.name!r}: the pool holds one class only ({pool.composition()})")
-    return pool
-
-
-def _limit_per_class(pool: Pool, n: int) -> Pool:
-    """At most ``n`` samples per class, the same ones every time (ordered by a hash of the key)."""
-    order = sorted(range(len(pool)), key=lambda i: hashlib.sha1(pool.keys[i].encode()).hexdigest())
-    taken: Counter[str] = Counter()
-    keep = []
-    for i in order:
-        if taken[pool.labels[i]] < n:
-            taken[pool.labels[i]] += 1
-            keep.append(i)
-    keep.sort()
-    pick = lambda xs: [xs[i] for i in keep]
-    dropped = dict(pool.dropped, max_per_class=len(pool) - len(keep))
-    return Pool(pick(pool.ids), pick(pool.keys), pick(pool.groups), pick(pool.labels), pick(pool.sources),
-                pick(pool.hashes), dropped, None if pool.strata is None else pick(pool.strata))
-
-
-def _rare_cut(pool: Pool, recipe: Recipe, train: np.ndarray, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices after the cut, kept rare indices): keep ``keep_fraction`` of the rare groups."""
-    rare = recipe.rare
-    if rare is None:
-        return train, np.array([], dtype=np.int64)
-    is_rare = np.array([pool.labels[i] == rare.class_ for i in train], dtype=bool)
-    rare_groups = sorted({pool.groups[i] for i in train[is_rare]})
-    if not rare_groups:
-        return train, np.array([], dtype=np.int64)
-    n_keep = min(len(rare_groups), max(rare.min_keep, round(rare.keep_fraction * len(rare_groups))))
-    rng = np.random.default_rng([seed, fold, 20240])
-    kept = {rare_groups[j] for j in rng.permutation(len(rare_groups))[:n_keep]}
-    mask = ~is_rare | np.array([pool.groups[i] in kept for i in train])
-    cut = train[mask]
-    return cut, cut[np.array([pool.labels[i] == rare.class_ for i in cut], dtype=bool)]
 
 
 def fold_plan(pool: Pool, recipe: Recipe) -> list[FoldPlan]:
@@ -332,14 +148,6 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
 @dataclass
@@ -618,122 +426,3 @@ def _write_back(recipe: Recipe, task: Task, dataset: str, results: dict[Cell, Ce
 
 
 # --- aggregation ------------------------------------------------------------------------------------------------
-
-
-def _nanmean(values: list[float]) -> float:
-    v = np.array([x for x in values if x is not None], dtype=float)
-    v = v[~np.isnan(v)]
-    return float(v.mean()) if len(v) else math.nan
-
-
-def _pooled_cis(task: Task, rows_by_seed: dict[int, list[dict]], metrics: list[str], n_boot: int) -> dict[str, Any]:
-    """Bootstrap CI per metric over test groups: each replicate resamples groups (the same
-    draw across seeds), scores each seed's pooled rows and averages over seeds."""
-    from alldata.metrics import bootstrap_indices
-
-    seeds = sorted(rows_by_seed)
-    rows = [r for s in seeds for r in rows_by_seed[s]]
-    seed_of = np.array([s for s in seeds for _ in rows_by_seed[s]])
-    groups = [str(r["group"]) for r in rows]
-    cache: dict[bytes, dict[str, float]] = {}
-
-    def scores(idx: np.ndarray) -> dict[str, float]:
-        k = hashlib.sha1(np.asarray(idx, dtype=np.int64).tobytes()).digest()
-        if k not in cache:
-            per_seed = []
-            idx = np.asarray(idx, dtype=np.int64)
-            for s in seeds:
-                sub = [rows[i] for i in idx[seed_of[idx] == s].tolist()]
-                per_seed.append(task.score(sub) if sub else {})
-            cache[k] = {m: _nanmean([p.get(m, math.nan) for p in per_seed]) for m in metrics}
-        return cache[k]
-
-    out = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for m in metrics:
-            out[m] = bootstrap_indices(groups, lambda idx, m=m: scores(idx)[m], n_boot=n_boot, alpha=ALPHA, seed=0)
-    return out
-
-
-def aggregate(recipe: Recipe, task: Task, results: dict[Cell, CellResult],
-              cells: list[Cell] | None = None) -> dict[str, list[Any]]:
-    """Per arm/model metrics with CIs, paired gains over the baseline, gap recovered.
-
-    Returns the results part of a :class:`~alldata.reports.BenchmarkSummary`: ``arms``
-    (:class:`~alldata.reports.ArmResult`), ``gains`` (:class:`~alldata.reports.Gain`),
-    ``gap_recovered`` (:class:`~alldata.reports.GapRecovered`) and ``cells``.
-
-    Raises:
-        BenchmarkError: a cell of the recipe has no result.
-    """
-    from alldata.metrics import gap_recovered, paired_gain
-
-    cells_all = plan_cells(recipe) if cells is None else cells
-    missing = [c.key() for c in cells_all if c not in results]
-    results = {c: results[c] for c in cells_all if c in results}
-    external = bool(cells_all) and cells_all[0].external  # one pair per seed: gains pair on groups instead
-    if missing:
-        raise BenchmarkError(f"{len(missing)} cells have no result (e.g. {missing[0]}); run the benchmark to finish them")
-    metrics = list(recipe.metrics)
-    arms_out, gains_out, gap_out = [], [], []
-    per_pair: dict[tuple[str, str], dict[str, dict[tuple[int, int], float]]] = {}
-    for arm in recipe.arms:
-        for model in recipe.models:
-            cells = [c for c in results if c.arm == arm.name and c.model == model.name]
-            rows_by_seed: dict[int, list[dict]] = defaultdict(list)
-            for c in sorted(cells, key=lambda c: (c.seed, c.fold)):
-                rows_by_seed[c.seed].extend(results[c].rows)
-            cis = _pooled_cis(task, rows_by_seed, metrics, recipe.n_boot)
-            summaries = {}
-            for m in metrics:
-                vals = [results[c].metrics.get(m, math.nan) for c in cells]
-                arr = np.array(vals, dtype=float)
-                ok = arr[~np.isnan(arr)]
-                summaries[m] = MetricSummary(
-                    mean=float(ok.mean()) if len(ok) else math.nan, sd=float(ok.std(ddof=1)) if len(ok) > 1 else math.nan,
-                    pooled=cis[m].point, ci_low=cis[m].low, ci_high=cis[m].high,
-                )
-            arms_out.append(ArmResult(
-                arm=arm.name, kind=arm.kind, model=model.name, n_cells=len(cells), metrics=summaries,
-                n_train=_nanmean([results[c].info.get("n_train", math.nan) for c in cells]),
-                n_synthetic=_nanmean([results[c].info.get("n_synthetic", 0) for c in cells]),
-            ))
-            per_pair[(arm.name, model.name)] = {
-                m: {(c.seed, c.fold): float(results[c].metrics.get(m, math.nan)) for c in cells} for m in metrics
-            }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for model in [] if external else recipe.models:
-            base = per_pair[(recipe.baseline, model.name)]
-            for arm in recipe.arms:
-                if arm.name == recipe.baseline:
-                    continue
-                for m in metrics:
-                    g = paired_gain(base[m], per_pair[(arm.name, model.name)][m], n_boot=recipe.n_boot, alpha=ALPHA,
-                                    seed=0)
-                    gains_out.append(Gain(arm=arm.name, model=model.name, metric=m, baseline=recipe.baseline,
-                                          mean=g.mean, ci_low=g.low, ci_high=g.high, n_pairs=g.n_pairs,
-                                          confidence=round(1 - ALPHA, 6)))
-            if recipe.oracle and recipe.rare:
-                rm = f"sensitivity:{recipe.rare.class_}"
-                pairs = {a: {(c.seed, c.fold): float(results[c].metrics.get(rm, math.nan))
-                             for c in results if c.arm == a and c.model == model.name} for a in (r.name for r in recipe.arms)}
-                for arm in recipe.arms:
-                    if arm.name in (recipe.baseline, recipe.oracle):
-                        continue
-                    g = gap_recovered(pairs[recipe.baseline], pairs[recipe.oracle], pairs[arm.name],
-                                      n_boot=recipe.n_boot, alpha=ALPHA, seed=0, aggregate="ratio_of_means")
-                    gap_out.append(GapRecovered(arm=arm.name, model=model.name, metric=rm, baseline=recipe.baseline,
-                                                oracle=recipe.oracle, mean=g.mean, ci_low=g.low, ci_high=g.high,
-                                                n_pairs=g.n_pairs, confidence=round(1 - ALPHA, 6),
-                                                aggregate="ratio_of_means"))
-    cells_out = [CellSummary(key=c.key(), arm=c.arm, model=c.model, fold=c.fold, seed=c.seed,
-                             metrics=_plain(results[c].metrics), info=_plain(results[c].info))
-                 for c in cells_all]
-    return {"arms": arms_out, "gains": gains_out, "gap_recovered": gap_out, "cells": cells_out}
-
-
-def _plain(d: dict[str, Any]) -> dict[str, Any]:
-    """``d`` with numpy scalars and arrays as plain JSON values (NaN stays NaN)."""
-    return json.loads(json.dumps(d, default=_json_default))

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from alldata.benchmark.engine import ALPHA, BenchmarkError, Pool, select_pool
+from alldata.benchmark.pool import ALPHA, BenchmarkError, Pool, select_pool
 from alldata.benchmark.tasks import EXTERNAL_FOLD, Cell, CellResult, Task
 from alldata.recipes import Recipe
 from alldata.reports import ArmResult, ExternalDrop, Gain
