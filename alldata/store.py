@@ -105,13 +105,16 @@ def open_dataset(name: str, example: dict[str, Any] | None = None) -> fo.Dataset
     shards against one MongoDB): the one that loses the race to create it loads it.
     """
     import fiftyone as fo
+    from pymongo.errors import DuplicateKeyError
 
     if fo.dataset_exists(name):
         ds = fo.load_dataset(name)
     else:
         try:
             ds = fo.Dataset(name, persistent=True)
-        except ValueError:  # "Dataset 'x' already exists": created meanwhile by another process
+        # created meanwhile by another process: FiftyOne's own check ("already exists") or, when both
+        # passed it, the database's unique index on the name (E11000)
+        except (ValueError, DuplicateKeyError):
             if not fo.dataset_exists(name):
                 raise
             ds = fo.load_dataset(name)
