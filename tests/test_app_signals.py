@@ -53,6 +53,34 @@ def test_serve_stops_its_child_on_each_signal(sig):
         parent.kill()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_the_child_starts_does_not_orphan_it(sig, tmp_path):
+    """The signal lands inside Popen (child forked, handle not yet returned): the child still stops."""
+    pidfile = tmp_path / "child.pid"
+    code = (
+        "import os, signal, subprocess, sys\n"
+        "import alldata.cli.app\n"
+        "app = sys.modules['alldata.cli.app']\n"
+        "class Racing(subprocess.Popen):\n"
+        "    def __init__(self, *a, **k):\n"
+        "        super().__init__(*a, **k)\n"
+        f"        open({str(pidfile)!r}, 'w').write(str(self.pid))\n"
+        f"        os.kill(os.getpid(), {int(sig)})\n"
+        "app.subprocess.Popen = Racing\n"
+        "sys.exit(app.serve([sys.executable, '-c', 'import time; time.sleep(600)']))\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    child_pid = None
+    try:
+        parent.wait(60)
+        child_pid = int(pidfile.read_text())
+        assert _wait(lambda: _gone(child_pid), 10), f"child {child_pid} orphaned by {sig.name} during Popen"
+    finally:
+        parent.kill()
+        if child_pid is not None and not _gone(child_pid):
+            psutil.Process(child_pid).kill()
+
+
 def test_alldata_app_stops_its_server_on_sigterm(dataset_name):
     import fiftyone as fo
 

@@ -71,11 +71,7 @@ def app_(
 
 
 class _Stop(Exception):
-    """SIGTERM or SIGHUP reached ``alldata app``."""
-
-
-def _raise_stop(signum: int, _frame: object) -> None:
-    raise _Stop(signal.Signals(signum).name)
+    """SIGINT, SIGTERM or SIGHUP reached ``alldata app``."""
 
 
 def serve(cmd: list[str], stop_timeout: float = 60.0) -> int:
@@ -84,12 +80,25 @@ def serve(cmd: list[str], stop_timeout: float = 60.0) -> int:
     ``kill PID`` (SIGTERM) or a closed terminal (SIGHUP) would otherwise leave the server
     child running, reparented and still serving the port. The child gets SIGTERM, then
     SIGKILL after ``stop_timeout`` seconds. Returns the server's exit code.
+
+    A signal that lands while ``Popen`` is still starting the child only sets a flag (raising
+    there would lose the child's handle and orphan it); the flag is checked once the handle
+    is held.
     """
-    signals = (signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in signals}
+    signals = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
     proc: subprocess.Popen | None = None
+    stopped: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopped.append(signum)
+        if proc is not None:
+            raise _Stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
     try:
         proc = subprocess.Popen(cmd)
+        if stopped:
+            raise _Stop(signal.Signals(stopped[0]).name)
         return proc.wait()
     except (KeyboardInterrupt, _Stop):
         for sig in signals:  # a second signal must not cut the cleanup short
