@@ -28,6 +28,7 @@ __all__ = [
     "curated",
     "find_label_conflicts",
     "rejected_count",
+    "repeated_files",
     "tag_label_conflicts",
 ]
 
@@ -51,7 +52,23 @@ def rejected_count(view: Any) -> int:
     return len(view.match_tags(REJECT_TAG))
 
 
-def find_label_conflicts(ds: Any) -> list[LabelConflict]:
+def repeated_files(ds: Any) -> dict[str, list[tuple[str, str]]]:
+    """``sha256 -> [(key, sample id), ...]`` for every file stored more than once in ``ds``.
+
+    Grouped by the database (one aggregation), so only the duplicates reach Python: memory
+    grows with the number of duplicates, not with the dataset (100k samples, a handful of
+    copies). Keys are ``""`` for samples that have none. Uses FiftyOne's
+    ``SampleCollection._aggregate`` (a private method; the view's own stages come first).
+    """
+    pipeline = [
+        {"$match": {F.SHA256: {"$type": "string", "$ne": ""}}},
+        {"$group": {"_id": "$" + F.SHA256, "n": {"$sum": 1}, "members": {"$push": {"k": "$" + F.KEY, "i": "$_id"}}}},
+        {"$match": {"n": {"$gt": 1}}},
+    ]
+    return {d["_id"]: [(m.get("k") or "", str(m["i"])) for m in d["members"]] for d in ds._aggregate(pipeline=pipeline)}
+
+
+def find_label_conflicts(ds: Any, groups: dict[str, list[tuple[str, str]]] | None = None) -> list[LabelConflict]:
     """Groups of byte-identical samples (same ``sha256``) whose labels disagree.
 
     Copies conflict when a common-vocabulary field (``diagnosis``, ``cell_type``, ``subtype``)
@@ -59,23 +76,18 @@ def find_label_conflicts(ds: Any) -> list[LabelConflict]:
     copies from the same source have different ``ground_truth`` (each source has its own
     label words, so ``ground_truth`` is not compared across sources).
     """
-    shas = ds.values(F.SHA256)
-    count: dict[str, int] = defaultdict(int)
-    for h in shas:
-        if h:
-            count[h] += 1
-    repeated = sorted(h for h, n in count.items() if n > 1)
+    repeated = sorted(repeated_files(ds) if groups is None else groups)
     if not repeated:
         return []
     view = ds.match({F.SHA256: {"$in": repeated}})
     fields = [F.GROUND_TRUTH, *_SHARED_LABELS]
     rows = view.values([F.KEY, F.SHA256, F.SOURCE, "filepath", *(f"{f}.label" for f in fields)])
-    groups: dict[str, list[tuple[str, str, str, dict[str, str]]]] = defaultdict(list)
+    by_sha: dict[str, list[tuple[str, str, str, dict[str, str]]]] = defaultdict(list)
     for key, sha, source, path, *labels in zip(*rows):
-        groups[sha].append((key, source, path, {f: v for f, v in zip(fields, labels) if v is not None}))
+        by_sha[sha].append((key, source, path, {f: v for f, v in zip(fields, labels) if v is not None}))
     out = []
-    for sha in sorted(groups):
-        copies = sorted(groups[sha])
+    for sha in sorted(by_sha):
+        copies = sorted(by_sha[sha])
         bad = [f for f in _SHARED_LABELS if len({c[3][f] for c in copies if f in c[3]}) > 1]
         by_source: dict[str, set[str]] = defaultdict(set)
         for _, source, _, labels in copies:
@@ -91,14 +103,14 @@ def find_label_conflicts(ds: Any) -> list[LabelConflict]:
     return out
 
 
-def tag_label_conflicts(ds: Any) -> list[LabelConflict]:
+def tag_label_conflicts(ds: Any, groups: dict[str, list[tuple[str, str]]] | None = None) -> list[LabelConflict]:
     """Tag every copy in a label conflict :data:`LABEL_CONFLICT_TAG` (and untag resolved ones).
 
     Nothing is dropped or relabelled: a curator fixes the label in the App (the saved view
     ``alldata-label-conflicts`` holds the copies side by side) and the next ingest or
     ``tag_label_conflicts`` call drops the tag. Returns the conflicts found.
     """
-    conflicts = find_label_conflicts(ds)
+    conflicts = find_label_conflicts(ds, groups)
     keys = sorted({c.key for g in conflicts for c in g.copies})
     stale = ds.match_tags(LABEL_CONFLICT_TAG)
     if keys:
@@ -115,7 +127,8 @@ def _describe(labels: dict[str, str], fields: list[str]) -> str:
     return ", ".join(f"{f}={labels[f]}" for f in fields if f in labels) or "no label"
 
 
-def audit_duplicates(ds: Any, report: IngestReport, keys: Iterable[str]) -> list[Problem]:
+def audit_duplicates(ds: Any, report: IngestReport, keys: Iterable[str],
+                     groups: dict[str, list[tuple[str, str]]] | None = None) -> list[Problem]:
     """After an ingest's duplicate tagging: fill ``report``'s counts of this run and flag label conflicts.
 
     Sets ``report.duplicates_tagged`` (samples of this run, ``keys``, tagged ``duplicate``) and
@@ -123,10 +136,10 @@ def audit_duplicates(ds: Any, report: IngestReport, keys: Iterable[str]) -> list
     (:func:`tag_label_conflicts`), and returns one warning per conflicting copy of this run
     saying which label each copy has.
     """
-    run = set(keys)
+    run = keys if isinstance(keys, (set, frozenset)) else set(keys)  # ingest passes its own set: no copy at 100k
     dup_keys = ds.match_tags(F.TAG_DUPLICATE).values(F.KEY)
     report.duplicates_tagged = sum(1 for k in dup_keys if k in run)
-    conflicts = [c for c in tag_label_conflicts(ds) if any(x.key in run for x in c.copies)]
+    conflicts = [c for c in tag_label_conflicts(ds, groups) if any(x.key in run for x in c.copies)]
     report.label_conflicts = conflicts
     problems = []
     for c in conflicts:

@@ -71,6 +71,7 @@ class Source:
     # --- the contract ----------------------------------------------------------------
     def check(self) -> None:
         """Raise :class:`SourceNotFoundError` naming what is missing and how to obtain it."""
+        self.forget_listing()  # a new check lists the files again
         if not self.root.is_dir():
             self._missing(f"folder {self.root} does not exist")
         self._check_layout()
@@ -82,11 +83,30 @@ class Source:
         """The image files this source will load, sorted."""
         raise NotImplementedError
 
+    def listing(self) -> list[Path]:
+        """:meth:`items`, listed once after each :meth:`check` (which needs the listing itself):
+        an ingest of 100k files lists the folders once, not two or three times."""
+        if "_listed" not in self.__dict__:
+            self.__dict__["_listed"] = self.items()
+        return self.__dict__["_listed"]
+
+    def forget_listing(self) -> None:
+        """Drop the listings :meth:`listing` and :meth:`_images_in` keep (the caller holds its own copy)."""
+        self.__dict__.pop("_listed", None)
+        self.__dict__.pop("_folder_lists", None)
+
+    def _images_in(self, folder: Path) -> list[Path]:
+        """:func:`list_images` of ``folder``, listed once until the next :meth:`check` (treat as read-only)."""
+        memo: dict[Path, list[Path]] = self.__dict__.setdefault("_folder_lists", {})
+        if folder not in memo:
+            memo[folder] = list_images(folder)
+        return memo[folder]
+
     def load(self, path: Path) -> Sample:
         """Load one image file and its labels as a validated :class:`Sample`."""
         raise NotImplementedError
 
-    def quick_stamp(self, path: Path) -> tuple[str, str] | None:
+    def quick_stamp(self, path: str | Path) -> tuple[str, str] | None:
         """``(source_id, stamp)`` from file metadata alone, or None (default: a re-run reads the file again).
 
         A source whose record depends only on files it can ``stat`` returns a stamp that changes

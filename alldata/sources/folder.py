@@ -3,6 +3,8 @@ the published class-folder sets (Taleqani, PBC, BCCD WBC crops)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from functools import cached_property
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any, ClassVar
 from alldata.errors import AnnotationError
 from alldata.imageio import read_mask
 from alldata.schema import CellType, Diagnosis, ImageKind, Sample, SegMask, Subtype
-from alldata.sources.base import IMAGE_SUFFIXES, SOURCES, Source, list_images
+from alldata.sources.base import IMAGE_SUFFIXES, SOURCES, Source
 from alldata.sources.pairing import detect_labels_csv, find_pairs, mask_to_classes, read_labels_csv
 
 __all__ = ["NONE", "ClassFolderSource", "Folder"]
@@ -39,7 +41,7 @@ class ClassFolderSource(Source):
     def _check_layout(self) -> None:
         if not self.class_dir.is_dir():
             self._missing(f"folder {self.class_dir} does not exist")
-        if not self.items():
+        if not self.listing():
             self._missing(f"no class folders with images under {self.class_dir}")
 
     def _classes(self) -> list[Path]:
@@ -53,13 +55,13 @@ class ClassFolderSource(Source):
 
     def items(self) -> list[Path]:
         out = []
-        for p in list_images(self.class_dir):
+        for p in self._images_in(self.class_dir):
             self.skip_once(p, f"image directly in {self.class_dir} has no class folder; move it into one")
         for d in self._classes():
             if self.fields_for(d.name) is None:
                 self.skip_once(d, f"unknown class folder {d.name!r}; known {sorted(self.CLASS_MAP)}; its images were not loaded")
                 continue
-            out += list_images(d)
+            out += self._images_in(d)
             for sub in sorted(d / e.name for e in os.scandir(d) if e.is_dir()):  # scandir: no stat per file
                 if not sub.name.startswith("."):
                     self.skip_once(sub, f"subfolder not read; put its images directly in {d.name}/")
@@ -69,19 +71,30 @@ class ClassFolderSource(Source):
         """The group a file belongs to (default: the file itself)."""
         return f"{self.name}/{path.parent.name}/{path.stem}"
 
-    def quick_stamp(self, path: Path) -> tuple[str, str] | None:
-        """The record is the image file, its class folder and :meth:`extra_fields`: stamp those."""
-        import json
+    def quick_stamp(self, path: str | Path) -> tuple[str, str] | None:
+        """The record is the image file, its class folder and :meth:`extra_fields`: stamp those.
 
-        from alldata import __version__
-
+        The stamp is a short digest of the file's size, mtime and inode, the folder's fields, the
+        extra fields, the source class and alldata's version; the part that depends only on the
+        folder is built once per folder (a re-run stamps 100k files in the main process).
+        """
         try:
-            st = path.stat()
+            st = os.stat(path)
         except OSError:
             return None
-        parts = [type(self).__name__, __version__, st.st_size, st.st_mtime_ns, st.st_ino,
-                 self.fields_for(path.parent.name), self.extra_fields(path)]
-        return f"{path.parent.name}/{path.name}", json.dumps(parts, sort_keys=True, default=str)
+        parent, name = os.path.split(path)
+        folder = os.path.basename(parent)
+        heads: dict[str, str] = self.__dict__.setdefault("_stamp_heads", {})
+        head = heads.get(folder)
+        if head is None:
+            from alldata import __version__
+
+            head = heads[folder] = json.dumps([type(self).__name__, __version__, self.fields_for(folder)],
+                                              sort_keys=True, default=str)
+        # a subclass that adds per-file fields gets a Path; the base adds none (no Path built per file)
+        extra = self.extra_fields(Path(path)) if type(self).extra_fields is not ClassFolderSource.extra_fields else None
+        text = f"{head}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{json.dumps(extra, sort_keys=True, default=str) if extra else ''}"
+        return f"{folder}/{name}", hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
 
     def load(self, path: Path) -> Sample:
         fields = self.fields_for(path.parent.name)
@@ -180,7 +193,7 @@ class Folder(ClassFolderSource):
     def fields_for(self, folder: str) -> dict[str, Any] | None:
         return _vocabulary_fields(folder)
 
-    def quick_stamp(self, path: Path) -> tuple[str, str] | None:
+    def quick_stamp(self, path: str | Path) -> tuple[str, str] | None:
         """None with a labels CSV or masks (a file's metadata does not cover its CSV row or mask)."""
         if self._csv_mode or self.masks not in (None, NONE):
             return None
@@ -209,7 +222,7 @@ class Folder(ClassFolderSource):
                 f"`alldata ingest folder {self.root} --labels-csv {found}` takes each image's label from it, "
                 "or `--labels-csv none` takes the class from the folder names (Python: Folder(root, labels_csv=...))."
             )
-        if not self.items():
+        if not self.listing():
             self._missing(f"no images under {self.root}" + ("" if self._csv_mode else " in class folders"))
 
     @property
@@ -220,7 +233,7 @@ class Folder(ClassFolderSource):
         """Image-suffixed files the source looks at: any depth with a CSV, else root + class folders."""
         if self._csv_mode:
             return _all_images(self.root)
-        return list_images(self.root) + [p for d in self._classes() for p in list_images(d)]
+        return self._images_in(self.root) + [p for d in self._classes() for p in self._images_in(d)]
 
     def _images(self, files: list[Path]) -> list[Path]:
         """``files`` without the mask files (with ``masks=SUFFIX``, every file of that suffix)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,10 +26,10 @@ LABEL_COLUMNS = ("label", "labels", "class", "category", "diagnosis", "cell_type
 
 def find_pairs(files: list[Path]) -> dict[Path, list[Path]]:
     """Files sharing a folder and a stem (``a/001.bmp`` + ``a/001.png``): ``{a/001: [both, sorted]}``."""
-    by_stem: dict[Path, list[Path]] = defaultdict(list)
-    for f in files:
-        by_stem[f.with_suffix("")].append(f)
-    return {k: sorted(v) for k, v in by_stem.items() if len(v) > 1}
+    by_stem: dict[str, list[Path]] = defaultdict(list)
+    for f in files:  # text, not Paths: 100k files
+        by_stem[os.path.splitext(f)[0]].append(f)
+    return {Path(k): sorted(v) for k, v in by_stem.items() if len(v) > 1}
 
 
 def _keys(path: Path, root: Path) -> tuple[str, str, str]:
