@@ -22,6 +22,7 @@ refuse a second copy of a record whoever writes it.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import multiprocessing
@@ -30,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -205,6 +207,29 @@ def ingest(
         SourceNotFoundError: the source's files are not there (the message says how to get them).
     """
     src = get_source(source, root) if isinstance(source, str) else source
+    with _frozen_gc():
+        return _run(src, dataset, batch_size, workers, max_samples, shard, recheck, progress)
+
+
+@contextmanager
+def _frozen_gc() -> Iterator[None]:
+    """Keep the objects that exist before the ingest (FiftyOne's modules: ~250k) out of the
+    garbage collector's full passes while it runs, and out of the forked workers' copy-on-write
+    (``gc.freeze`` before ``fork``, as the :mod:`gc` docs advise). A full pass over them costs
+    ~0.13 s, and listing 100k files triggers dozens. Unfrozen at the end unless the caller had
+    frozen objects itself (then ours stay frozen too: ``gc.unfreeze`` has no partial form)."""
+    before = gc.get_freeze_count()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if not before:
+            gc.unfreeze()
+
+
+def _run(src: Source, dataset: str, batch_size: int, workers: int, max_samples: int | None,
+         shard: tuple[int, int] | None, recheck: bool, progress: bool) -> IngestReport:
+    """:func:`ingest` once the source is known."""
     src.check()
     t0 = time.perf_counter()
     listed = src.listing()
@@ -241,10 +266,11 @@ def _ingest(src: Source, dataset: str, paths: list[str], loader: _Loader | None,
             break
     ds = open_dataset(dataset, ahead[-1].doc if ahead and isinstance(ahead[-1], _Loaded) else None)
     ensure_key_index(ds)
-    # key -> (record fingerprint, stamp); no sample ids (converting 100k ObjectIds costs seconds)
-    keys, fps, stamps = ds.match({F.SOURCE: src.name}).values([F.KEY, F.RECORD_SHA256, STAMP_FIELD])
-    index = {k: (fp, st) for k, fp, st in zip(keys, fps, stamps)}
-    del keys, fps, stamps
+    # key -> (record fingerprint, stamp), read straight from the sample collection (half the time of
+    # FiftyOne's values(), which builds one array per field); no sample ids (converting 100k ObjectIds costs seconds)
+    fields = {F.KEY: 1, F.RECORD_SHA256: 1, STAMP_FIELD: 1, "_id": 0}
+    index = {d[F.KEY]: (d.get(F.RECORD_SHA256), d.get(STAMP_FIELD))
+             for d in ds._sample_collection.find({F.SOURCE: src.name}, fields, batch_size=10_000) if F.KEY in d}
     seen: set[str] = set()
     batch: list[dict] = []
     stale: list[str] = []

@@ -106,13 +106,17 @@ def _run(spec: dict, env: dict) -> dict:
 # --------------------------------------------------------------------------------------
 def _table(rows: list[dict]) -> str:
     lines = [
-        ("| samples | first ingest s | samples/s | peak RSS MiB | RSS before MiB | growth KiB/sample "
+        ("| samples | first ingest s | samples/s | peak RSS MiB | RSS before MiB | marginal KiB/sample "
          "| worker peak RSS MiB | re-run s | re-run samples/s | re-run speed-up |"),
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    small = rows[0]["first"]
     for r in rows:
         f, a = r["first"], r["again"]
-        growth = (f["peak_rss_mib"] - f["base_rss_mib"]) * 1024 / f["found"]
+        # the marginal memory per sample: what the larger tree costs over the smallest one (fixed costs cancel)
+        extra = f["found"] - small["found"]
+        growth = ((f["peak_rss_mib"] - f["base_rss_mib"]) - (small["peak_rss_mib"] - small["base_rss_mib"])) * 1024 / extra \
+            if extra else float("nan")
         lines.append(
             f"| {f['found']:,} | {f['seconds']:.1f} | {f['found'] / f['seconds']:.0f} | {f['peak_rss_mib']:.0f} | "
             f"{f['base_rss_mib']:.0f} | {growth:.2f} | {f['worker_peak_rss_mib']:.0f} | {a['seconds']:.1f} | "
@@ -180,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         (f"Trees of {args.image_size}x{args.image_size} cell-like images (PNG and JPEG alternately, every file unique) "
          f"in {len(CLASSES)} class folders, ingested with the `folder` source, `workers={args.workers}`, every check on. "
          "Each row is a fresh dataset and a fresh process; the re-run is a second process on the unchanged tree. "
-         "Peak RSS is the ingest process's `ru_maxrss` (imports included); worker peak is the largest worker process."),
+         "Peak RSS is the ingest process's `ru_maxrss` (imports included); marginal KiB/sample is the growth of "
+         "(peak - before) over the smallest tree's, per extra sample (flat memory: ~0); worker peak is the largest "
+         "worker process."),
         "",
         table,
         "",
