@@ -270,7 +270,7 @@ class Folder(ClassFolderSource):
     def items(self) -> list[Path]:
         if not self._csv_mode:
             masks = set(self._mask_of.values())
-            return [p for p in super().items() if p not in masks]
+            return [p for p in super().items() if p not in masks] if masks else super().items()
         images = self._images(self._files())
         _ = self._csv_labels, self._mask_of  # read once here, not in the loading threads; a bad CSV stops the ingest
         return images

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +27,25 @@ LABEL_COLUMNS = ("label", "labels", "class", "category", "diagnosis", "cell_type
 
 
 def find_pairs(files: list[Path]) -> dict[Path, list[Path]]:
-    """Files sharing a folder and a stem (``a/001.bmp`` + ``a/001.png``): ``{a/001: [both, sorted]}``."""
+    """Files sharing a folder and a stem (``a/001.bmp`` + ``a/001.png``): ``{a/001: [both, sorted]}``.
+
+    Grouped folder by folder when ``files`` list each folder's files together (as listings do),
+    so the working memory is one folder's, not the whole tree's.
+    """
+    out: dict[Path, list[Path]] = {}
+    done: set[str] = set()
+    # one folder at a time (listings give a folder's files together), stems as text: 100k files stay cheap
+    for folder, group in itertools.groupby(files, key=os.path.dirname):
+        if folder in done:  # a folder's files come in two runs: group them all at once instead
+            return _pairs(files)
+        done.add(folder)
+        out.update(_pairs(group))
+    return out
+
+
+def _pairs(files: Iterable[Path]) -> dict[Path, list[Path]]:
     by_stem: dict[str, list[Path]] = defaultdict(list)
-    for f in files:  # text, not Paths: 100k files
+    for f in files:
         by_stem[os.path.splitext(f)[0]].append(f)
     return {Path(k): sorted(v) for k, v in by_stem.items() if len(v) > 1}
 

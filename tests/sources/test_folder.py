@@ -13,7 +13,7 @@ from alldata.errors import AnnotationError
 from alldata.schema import CellType
 from alldata.sources import get_source
 from alldata.sources.folder import Folder
-from alldata.sources.pairing import mask_to_classes
+from alldata.sources.pairing import find_pairs, mask_to_classes
 from tests._fixtures import write_image
 from tests.sources._contract import check_contract, check_missing
 
@@ -144,3 +144,13 @@ def test_cli_masks_and_labels_csv(tmp_path, dataset_name):
     assert sorted(ds.values("ground_truth.label")) == ["lymphoblast", "lymphocyte", "my own class"]
     wrong = runner.invoke(app, ["ingest", "pbc", str(root), "-d", dataset_name, "--masks", "png"])
     assert wrong.exit_code != 0 and "options of the folder source" in wrong.output
+
+
+def test_find_pairs_folder_by_folder_and_when_a_folder_comes_in_two_runs():
+    """Pairs are found per folder; a folder whose files are not listed together (a CSV tree sorted
+    by path, where a sub-folder ``a.d/`` sorts between ``a.bmp`` and ``a.png``) still pairs."""
+    together = [Path(p) for p in ("r/a/a.bmp", "r/a/a.png", "r/a/b.png", "r/b/a.png", "r/b/q.bmp", "r/b/q.png")]
+    assert find_pairs(together) == {Path("r/a/a"): together[:2], Path("r/b/q"): together[4:]}
+    split = [Path(p) for p in ("r/a/a.bmp", "r/a/a.d/y.png", "r/a/a.png", "r/b/q.png")]
+    assert find_pairs(split) == {Path("r/a/a"): [Path("r/a/a.bmp"), Path("r/a/a.png")]}
+    assert find_pairs([Path("r/a/a.bmp"), Path("r/b/a.png")]) == {}  # same stem, other folder: no pair
