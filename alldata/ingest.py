@@ -147,7 +147,7 @@ def _load_all(source: Source, paths: list[str], workers: int) -> _Loader:
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     _WORKER_SOURCE = source
     try:  # every worker is forked at the first submit
-        window: deque[Future] = deque(pool.submit(_load_chunk, c) for _, c in zip(range(3 * workers), chunks))
+        window: deque[Future] = deque(pool.submit(_load_chunk, c) for _, c in zip(range(12 * workers), chunks))
     finally:
         _WORKER_SOURCE = None
 
