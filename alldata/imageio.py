@@ -23,7 +23,7 @@ from PIL import Image
 from alldata.config import max_image_pixels
 from alldata.errors import ImageError
 
-__all__ = ["ImageInfo", "describe_unreadable", "inspect_image", "read_mask", "sha256_file", "sniff_format"]
+__all__ = ["ImageInfo", "check_structure", "describe_unreadable", "inspect_image", "read_mask", "sha256_file", "sniff_format"]
 
 _MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr", "I", "I;16", "F"}
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "TIFF": "image/tiff", "BMP": "image/bmp"}
@@ -150,12 +150,49 @@ def _sync_pillow_limit(limit: int) -> None:
     Image.MAX_IMAGE_PIXELS = max(1, limit)
 
 
-def inspect_image(path: str | Path, *, max_pixels: int | None = None) -> ImageInfo:
+def check_structure(data: bytes, fmt: str) -> None:
+    """Check a JPEG or PNG file's structure without decoding its pixels; raise ``OSError`` saying
+    where it breaks (:func:`describe_unreadable` words it for people).
+
+    JPEG: the marker segments are walked from the start to the first scan (SOS), and an
+    end-of-image marker (FF D9) must follow it; inside entropy-coded data FF is always
+    followed by 00 or a restart marker, so a file cut anywhere after the headers has none.
+    PNG: every chunk's length and CRC are checked up to IEND (Pillow's ``verify``); the
+    compressed pixel data is not inflated.
+    """
+    if fmt == "PNG":
+        Image.open(io.BytesIO(data)).verify()
+        return
+    pos, n = 2, len(data)
+    while True:
+        if pos + 4 > n:
+            raise OSError(f"image file is truncated (headers end at byte {n:,}, before the image data)")
+        if data[pos] != 0xFF:
+            raise OSError(f"broken JPEG structure: no marker at byte {pos:,}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: the entropy-coded data follows
+            break
+        if marker in (0x01, *range(0xD0, 0xD9)):  # markers without a length
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    if data.rfind(b"\xff\xd9") < pos:
+        raise OSError(f"image file is truncated: no end-of-image marker after the image data (the file ends at byte {n:,})")
+
+
+def inspect_image(path: str | Path, *, max_pixels: int | None = None, decode: bool = True) -> ImageInfo:
     """Hash and fully decode ``path``; raise :class:`ImageError` saying why it is unusable.
 
     Refuses empty files, undecodable or truncated data, unusual modes and images larger
     than ``max_pixels`` (default :func:`alldata.config.max_image_pixels`), the last
     *before* decoding, so a decompression bomb costs nothing.
+
+    ``decode=False`` checks JPEG and PNG files by their structure instead of decoding them
+    (:func:`check_structure`): a truncated file is still refused, corrupt compressed data
+    inside an intact file is not. Other formats are always decoded.
     """
     path = Path(path)
     limit = max_image_pixels() if max_pixels is None else max_pixels
@@ -180,9 +217,12 @@ def inspect_image(path: str | Path, *, max_pixels: int | None = None) -> ImageIn
                 )
             if img.mode not in _MODES:
                 raise ImageError(f"{path}: unsupported image mode {img.mode!r}; allowed {sorted(_MODES)}")
-            if img.format == "JPEG":  # decode every byte of the stream, at 1/8 scale in the DCT domain:
-                img.draft(img.mode, (max(1, w // 8), max(1, h // 8)))  # same truncation/corruption errors, ~2x faster
-            img.load()  # full decode of the data: catches truncation and corrupt data
+            if decode or img.format not in ("JPEG", "PNG"):
+                if img.format == "JPEG":  # decode every byte of the stream, at 1/8 scale in the DCT domain:
+                    img.draft(img.mode, (max(1, w // 8), max(1, h // 8)))  # same errors as a full decode, ~2x faster
+                img.load()  # full decode of the data: catches truncation and corrupt data
+            else:
+                check_structure(data, img.format)
             exif_model = None
             if img.format == "JPEG":
                 model = img.getexif().get(0x0110)

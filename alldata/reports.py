@@ -279,6 +279,7 @@ class IngestReport(_Contract):
     not_on_disk: int = 0
     duplicates_tagged: int = 0
     label_conflicts: list[LabelConflict] = Field(default_factory=list)
+    decoded: bool = True  # False: JPEG/PNG files were checked by structure only (``--no-decode``)
     seconds: float = 0.0
     finished: datetime | None = None
     problems: list[IngestProblem] = Field(default_factory=list)

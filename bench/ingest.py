@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import statistics
@@ -122,6 +123,7 @@ def _worker(spec: dict) -> dict:
             root=data_root / root,
             workers=spec["workers"],
             recheck=spec.get("recheck", False),
+            decode=spec.get("decode", True),
             max_samples=spec.get("max_samples"),
             progress=False,
         )
@@ -184,7 +186,7 @@ class Bench:
             "dataset": dataset,
             "tool": "fiftyone" if tool == "fiftyone" else "alldata",
             "data_root": str(self.args.data_root),
-            "dataset_name": name or f"bench-{tool}-{dataset}-{uuid.uuid4().hex[:8]}".lower(),
+            "dataset_name": name or re.sub(r"[^a-z0-9]+", "-", f"bench-{tool}-{dataset}-{uuid.uuid4().hex[:8]}".lower()),
             "workers": self.args.workers,
             "keep": keep,
             **extra,
@@ -311,6 +313,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--small", type=int, default=250, help=f"small size for the {MEMORY_DATASET} memory-growth runs")
     p.add_argument("--no-rerun", action="store_true", help="skip the idempotent alldata re-run")
     p.add_argument("--no-memory", action="store_true", help="skip the memory-growth runs")
+    p.add_argument("--no-decode", action="store_true",
+                   help="also time `ingest(decode=False)` (JPEG/PNG checked by structure only) on a fresh dataset")
     p.add_argument("--profile", action="store_true", help="also cProfile one alldata BCCD ingest (workers=1)")
     p.add_argument("--profile-top", type=int, default=25, help="profile lines to keep")
     p.add_argument("--output", type=Path, default=HERE / "RESULTS.md", help="Markdown file to update")
@@ -346,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs.setdefault((ds, "fiftyone"), []).append(bench.run(ds, "fiftyone"))
                 first = bench.run(ds, "alldata", keep=not args.no_rerun)
                 runs.setdefault((ds, "alldata"), []).append(first)
+                if args.no_decode:
+                    runs.setdefault((ds, "alldata (no decode)"), []).append(bench.run(ds, "alldata (no decode)", decode=False))
                 if not args.no_rerun:
                     again = bench.run(ds, "alldata (re-run)", name=first["dataset_name"])
                     if again["added"] != 0:
@@ -370,12 +376,15 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for ds in args.datasets:
-        fo_sum = _summarise(runs[(ds, "fiftyone")])
-        for tool in ("fiftyone", "alldata", "alldata (re-run)", "alldata (re-run, recheck)"):
+        for tool in ("fiftyone", "alldata", "alldata (no decode)", "alldata (re-run)", "alldata (re-run, recheck)"):
             if (ds, tool) not in runs:
                 continue
             s = _summarise(runs[(ds, tool)])
-            s.update(dataset=ds, tool=tool, ratio=f"{s['rate'] / fo_sum['rate']:.2f}")
+            # each repeat's ratio against the FiftyOne run just before it: the median, and the range when repeated
+            per = [a["samples"] / a["seconds"] / (f["samples"] / f["seconds"])
+                   for a, f in zip(runs[(ds, tool)], runs[(ds, "fiftyone")])]
+            spread = f" [{min(per):.2f}-{max(per):.2f}]" if len(per) > 1 else ""
+            s.update(dataset=ds, tool=tool, ratio=f"{statistics.median(per):.2f}{spread}")
             rows.append(s)
     table = _table(rows)
     mem_table = None

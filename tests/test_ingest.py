@@ -249,6 +249,33 @@ def test_worker_processes_report_broken_files_and_warnings(tmp_path, dataset_nam
     assert ds.values(F.KEY) == sorted(ds.values(F.KEY))  # written in input order
 
 
+def test_no_decode_still_refuses_truncated_files_and_says_so(tmp_path, dataset_name):
+    """``decode=False`` (``--no-decode``): JPEG/PNG checked by structure; every truncated file is still
+    refused with a reason, a marker planted in the scan (caught only by decoding) passes, the report says so."""
+    from alldata.errors import ImageError
+    from alldata.imageio import inspect_image
+
+    _, variants = _jpeg_variants(tmp_path / "src")
+    root = tmp_path / "cells"
+    for i in range(6):
+        write_image(root / "lymphoblast" / f"c{i:02d}.jpg", (40, 40), seed=i)
+        write_image(root / "neutrophil" / f"p{i:02d}.png", (40, 40), seed=10 + i, fmt="PNG")
+    for name, data in variants.items():
+        (root / "lymphoblast" / f"bad_{name}.jpg").write_bytes(data)
+    png = (root / "neutrophil" / "p00.png").read_bytes()
+    for cut in (len(png) // 2, len(png) - 6):  # in the pixel data; in the IEND chunk
+        (root / "neutrophil" / f"bad_cut{cut}.png").write_bytes(png[:cut])
+    report = ingest("folder", dataset_name, root=root, workers=2, decode=False, progress=False)
+    skipped = {Path(p.path).name: p.reason for p in report.skipped}
+    truncated = {f"bad_{n}.jpg" for n in ("cut30", "cut90", "cut2")} | {n for n in skipped if n.endswith(".png")}
+    assert set(skipped) == truncated and len(truncated) == 5, skipped
+    assert all("truncated" in r or "CRC" in r or "broken" in r for r in skipped.values()), skipped
+    assert report.decoded is False and report.added == 13  # 12 good + the planted marker
+    with pytest.raises(ImageError):  # what only a decode catches
+        inspect_image(root / "lymphoblast" / "bad_marker.jpg")
+    assert inspect_image(root / "lymphoblast" / "bad_marker.jpg", decode=False).width == 96
+
+
 def test_rerun_skips_unchanged_files_unread_and_rechecks_on_demand(tmp_path, dataset_name, monkeypatch):
     import os
 

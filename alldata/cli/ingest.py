@@ -28,6 +28,11 @@ def ingest(
                      "against one FIFTYONE_DATABASE_URI)"),
     ] = None,
     recheck: Annotated[bool, typer.Option(help="read and check every file again, even when unchanged on disk")] = False,
+    decode: Annotated[
+        bool,
+        typer.Option(help="decode every image (default). --no-decode checks JPEG/PNG by structure only: truncated "
+                     "files are still refused, corrupt data inside an intact file is not (faster)"),
+    ] = True,
     masks: Annotated[
         str | None,
         typer.Option(help="folder source: SUFFIX (e.g. png) = every SUFFIX file is the mask of its same-stem image "
@@ -56,7 +61,8 @@ def ingest(
     if all_sources and (masks or labels_csv):
         raise typer.BadParameter("--masks and --labels-csv are options of the folder source; give SOURCE folder")
     if all_sources:
-        reports, missing = ingest_all(dataset, max_samples=max_samples, workers=workers, recheck=recheck)
+        reports, missing = ingest_all(dataset, max_samples=max_samples, workers=workers, recheck=recheck,
+                                       decode=decode)
         for name, why in missing.items():
             console.print(f"[yellow]not found[/] {name}: {why}")
         if not reports:
@@ -73,7 +79,7 @@ def ingest(
             raise typer.BadParameter(f"--masks and --labels-csv are options of the folder source, not of {source!r}")
         src = get_source(source, path, **options) if options else source
         reports = [run_ingest(src, dataset, root=path, max_samples=max_samples, workers=workers, shard=parts,
-                              recheck=recheck)]
+                              recheck=recheck, decode=decode)]
     for r in reports:
         console.print(r.summary())
         for p in r.skipped[:10]:

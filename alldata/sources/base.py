@@ -61,6 +61,8 @@ class Source:
     citation: ClassVar[str]
     obtain: ClassVar[str]  # how to get the data
     image_kind: ClassVar[ImageKind]
+    #: decode every image (False: JPEG/PNG checked by structure only; see :func:`alldata.imageio.inspect_image`)
+    decode: bool = True
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else source_root(self.name, self.dirname)
@@ -195,7 +197,7 @@ class Source:
         return "\n".join(block).rstrip()
 
     def _image(self, path: Path) -> ImageInfo:
-        info = inspect_image(path)
+        info = inspect_image(path, decode=self.decode)
         promised = _SUFFIX_MIME.get(path.suffix.lower())
         if promised and info.mime_type != promised:
             real = info.mime_type.split("/")[-1].upper()
