@@ -361,13 +361,10 @@ def ingest_all(dataset: str, **kwargs) -> tuple[list[IngestReport], dict[str, st
     for name in SOURCES.names():
         if name == "folder":  # needs an explicit PATH
             continue
-        src = get_source(name)
-        try:
-            src.check()
+        try:  # ingest() checks the source first, before touching the database (one listing, not two)
+            reports.append(ingest(get_source(name), dataset, **kwargs))
         except SourceNotFoundError as e:
             missing[name] = str(e).splitlines()[0]
-            continue
-        reports.append(ingest(src, dataset, **kwargs))
     return reports, missing
 
 
