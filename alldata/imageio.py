@@ -22,6 +22,7 @@ from PIL import Image
 
 from alldata.config import max_image_pixels
 from alldata.errors import ImageError
+from alldata.jpeg import read_header
 
 __all__ = ["ImageInfo", "check_structure", "describe_unreadable", "inspect_image", "read_mask", "sha256_file", "sniff_format"]
 
@@ -155,32 +156,21 @@ def check_structure(data: bytes, fmt: str) -> None:
     where it breaks (:func:`describe_unreadable` words it for people).
 
     JPEG: the marker segments are walked from the start to the first scan (SOS), and an
-    end-of-image marker (FF D9) must follow it; inside entropy-coded data FF is always
-    followed by 00 or a restart marker, so a file cut anywhere after the headers has none.
+    end-of-image marker (FF D9) must follow it (:func:`alldata.jpeg.read_header`).
     PNG: every chunk's length and CRC are checked up to IEND (Pillow's ``verify``); the
     compressed pixel data is not inflated.
     """
     if fmt == "PNG":
         Image.open(io.BytesIO(data)).verify()
         return
-    pos, n = 2, len(data)
-    while True:
-        if pos + 4 > n:
-            raise OSError(f"image file is truncated (headers end at byte {n:,}, before the image data)")
-        if data[pos] != 0xFF:
-            raise OSError(f"broken JPEG structure: no marker at byte {pos:,}")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0xDA:  # start of scan: the entropy-coded data follows
-            break
-        if marker in (0x01, *range(0xD0, 0xD9)):  # markers without a length
-            pos += 2
-            continue
-        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-    if data.rfind(b"\xff\xd9") < pos:
-        raise OSError(f"image file is truncated: no end-of-image marker after the image data (the file ends at byte {n:,})")
+    read_header(data)
+
+
+def _check_pixels(path: Path, w: int, h: int, limit: int) -> None:
+    if w * h > limit:
+        raise ImageError(
+            f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {limit:,} (possible decompression bomb); {_ADVICE}"
+        )
 
 
 def inspect_image(path: str | Path, *, max_pixels: int | None = None, decode: bool = True) -> ImageInfo:
@@ -204,17 +194,23 @@ def inspect_image(path: str | Path, *, max_pixels: int | None = None, decode: bo
         raise ImageError(f"{path}: cannot read file ({e.strerror or e})") from None
     if not data:
         raise ImageError(f"{path}: file is empty (0 bytes)")
+    if not decode and data[:3] == b"\xff\xd8\xff":  # JPEG, checked by its structure: headers read here
+        try:
+            head = read_header(data)
+        except OSError as e:
+            raise ImageError(f"{path}: {describe_unreadable(data, e)}") from None
+        if head.plain:
+            _check_pixels(path, head.width, head.height, limit)
+            return ImageInfo(sha256=hashlib.sha256(data).hexdigest(), width=head.width, height=head.height,
+                             size_bytes=len(data), mime_type=_MIME["JPEG"], num_channels=head.components,
+                             mode=head.mode, exif_model=head.exif_model)
     _sync_pillow_limit(limit)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             w, h = img.size
-            if w * h > limit:
-                raise ImageError(
-                    f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {limit:,} "
-                    f"(possible decompression bomb); {_ADVICE}"
-                )
+            _check_pixels(path, w, h, limit)
             if img.mode not in _MODES:
                 raise ImageError(f"{path}: unsupported image mode {img.mode!r}; allowed {sorted(_MODES)}")
             if decode or img.format not in ("JPEG", "PNG"):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import itertools
 import multiprocessing
 import os
 import time
@@ -249,27 +248,39 @@ def _run(src: Source, dataset: str, batch_size: int, workers: int, max_samples: 
     report = IngestReport(source=src.name, root=str(src.root), dataset=dataset, found=len(paths), decoded=src.decode)
     import fiftyone as fo
 
-    # a new dataset has nothing to compare with: start loading now, while the dataset is set up
-    loader = _load_all(src, paths, workers) if recheck or not fo.dataset_exists(dataset) else None
+    # a new dataset has nothing to compare with: start loading now, and set the dataset up meanwhile
+    new = not fo.dataset_exists(dataset)
+    example = _example(src, paths) if new else None  # before the workers fork: they inherit what it warmed up
+    loader = _load_all(src, paths, workers) if new or recheck else None
     try:
-        return _ingest(src, dataset, paths, loader, report, t0, batch_size, workers, max_samples, shard, recheck, progress)
+        return _ingest(src, dataset, paths, loader, example, report, t0, batch_size, workers, max_samples, shard,
+                       recheck, progress)
     finally:
         if loader is not None:
             loader.close()
 
 
-def _ingest(src: Source, dataset: str, paths: list[str], loader: _Loader | None, report: IngestReport, t0: float,
-            batch_size: int, workers: int, max_samples: int | None, shard: tuple[int, int] | None, recheck: bool,
-            progress: bool) -> IngestReport:
-    """The body of :func:`ingest` (``loader``: files already being loaded, for a new dataset)."""
+def _example(src: Source, paths: list[str], tries: int = 8) -> dict | None:
+    """The document of the first of ``paths`` that loads (tried here, the problems it records
+    dropped: the workers load it again), so a new dataset's schema is declared with the
+    source's extra fields at once, without waiting for the workers' first results."""
+    for p in paths[:tries]:
+        n0 = len(src.problems)
+        res = _load_one(src, p)
+        del src.problems[n0:]
+        if isinstance(res, _Loaded):
+            return res.doc
+    return None
+
+
+def _ingest(src: Source, dataset: str, paths: list[str], loader: _Loader | None, example: dict | None,
+            report: IngestReport, t0: float, batch_size: int, workers: int, max_samples: int | None,
+            shard: tuple[int, int] | None, recheck: bool, progress: bool) -> IngestReport:
+    """The body of :func:`ingest` (``loader``: files already being loaded, for a new dataset;
+    ``example``: one of its documents, whose extra fields the new schema declares)."""
     from tqdm import tqdm
 
-    ahead: list[_Loaded | Problem] = []  # a new dataset: its schema is declared with the first sample's extras
-    for item in loader if loader is not None else ():
-        ahead.append(item)
-        if isinstance(item, _Loaded):
-            break
-    ds = open_dataset(dataset, ahead[-1].doc if ahead and isinstance(ahead[-1], _Loaded) else None)
+    ds = open_dataset(dataset, example)
     ensure_key_index(ds)
     # key -> (record fingerprint, stamp), read straight from the sample collection (half the time of
     # FiftyOne's values(), which builds one array per field); no sample ids (converting 100k ObjectIds costs seconds)
@@ -310,7 +321,7 @@ def _ingest(src: Source, dataset: str, paths: list[str], loader: _Loader | None,
     if inner:
         loader = _load_all(src, todo, workers)
     try:
-        for item in itertools.chain(ahead, loader):
+        for item in loader:
             bar.update()
             if isinstance(item, Problem):
                 src.problems.append(item)

@@ -64,11 +64,15 @@ def ensure_schema(ds: fo.Dataset, example: dict[str, Any] | None = None) -> None
     have = ds.get_field_schema()
     missing: dict[str, Any] = {name: ftype(**kw) for name, (ftype, kw) in _fields().items() if name not in have}
     missing.update(_implied_fields([example] if example else [], {*have, *missing}))
-    _declare(ds, missing)
     targets = {F.SEGMENTATION: dict(SEG_CLASSES), F.SEGMENTATION_ALT: dict(SEG_CLASSES)}
-    if ds.mask_targets != targets:
+    if ds.mask_targets == targets:
+        _declare(ds, missing)
+    elif missing and hasattr(ds, "_merge_sample_field_schema"):
+        ds._doc.mask_targets = targets  # written by the schema merge's save (one save of the dataset's document)
+        _declare(ds, missing)
+    else:
+        _declare(ds, missing)
         ds.mask_targets = targets
-        ds.save()
 
 
 def _implied_fields(docs: list[dict[str, Any]], have: set[str] | dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +115,8 @@ def open_dataset(name: str, example: dict[str, Any] | None = None) -> fo.Dataset
         ds = fo.load_dataset(name)
     else:
         try:
-            ds = fo.Dataset(name, persistent=True)
+            ds = fo.Dataset(name, persistent=True, media_type="image")
+            ds.save()  # the image metadata type FiftyOne set (the media_type setter would save and reload)
         # created meanwhile by another process: FiftyOne's own check ("already exists") or, when both
         # passed it, the database's unique index on the name (E11000)
         except (ValueError, DuplicateKeyError):

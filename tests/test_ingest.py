@@ -51,7 +51,7 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, dataset_name, monk
 
     def flaky(self, path):
         calls.append(path)
-        if len(calls) == 4:
+        if len(set(calls)) == 4:  # (a new dataset's first file is also read once for its schema)
             raise KeyboardInterrupt
         return real_load(self, path)
 
