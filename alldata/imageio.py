@@ -186,11 +186,11 @@ def inspect_image(path: str | Path, *, max_pixels: int | None = None, decode: bo
     """
     path = Path(path)
     limit = max_image_pixels() if max_pixels is None else max_pixels
-    if path.is_symlink() and not path.exists():
-        raise ImageError(f"{path}: broken symbolic link (its target {path.readlink()} does not exist)")
     try:
         data = path.read_bytes()
     except OSError as e:
+        if path.is_symlink() and not path.exists():
+            raise ImageError(f"{path}: broken symbolic link (its target {path.readlink()} does not exist)") from None
         raise ImageError(f"{path}: cannot read file ({e.strerror or e})") from None
     if not data:
         raise ImageError(f"{path}: file is empty (0 bytes)")

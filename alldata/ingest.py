@@ -116,17 +116,48 @@ def _load_chunk(paths: list[str]) -> list[tuple[_Loaded | Problem, list[Problem]
 
 
 class _Loader(Iterator):
-    """The loaded files in input order; :meth:`close` stops the worker processes (also unstarted)."""
+    """The loaded files in input order, loaded here, lazily; :meth:`close` is for :class:`_PoolLoader`."""
 
-    def __init__(self, results: Iterator[_Loaded | Problem], pool: ProcessPoolExecutor | None = None) -> None:
-        self._results, self._pool = results, pool
+    def __init__(self, results: Iterator[_Loaded | Problem]) -> None:
+        self._results = results
 
     def __next__(self) -> _Loaded | Problem:
         return next(self._results)
 
+    def waiting(self) -> bool:
+        """Whether the next file is still being loaded (the caller can write what it holds meanwhile)."""
+        return False
+
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        pass
+
+
+class _PoolLoader(_Loader):
+    """The loaded files in input order from forked worker processes, a bounded window of chunks
+    ahead; :meth:`close` stops the workers (also unstarted chunks)."""
+
+    def __init__(self, source: Source, pool: ProcessPoolExecutor, window: deque[Future], chunks: Iterator[list[str]]) -> None:
+        self._source, self._pool, self._window, self._chunks = source, pool, window, chunks
+        self._ready: deque[tuple[_Loaded | Problem, list[Problem]]] = deque()
+
+    def __next__(self) -> _Loaded | Problem:
+        if not self._ready:
+            if not self._window:
+                self._pool.shutdown(wait=True)
+                raise StopIteration
+            self._ready.extend(self._window.popleft().result())
+            nxt = next(self._chunks, None)
+            if nxt is not None:
+                self._window.append(self._pool.submit(_load_chunk, nxt))
+        res, problems = self._ready.popleft()
+        self._source.problems.extend(problems)  # in input order
+        return res
+
+    def waiting(self) -> bool:
+        return not self._ready and bool(self._window) and not self._window[0].done()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _load_all(source: Source, paths: list[str], workers: int) -> _Loader:
@@ -149,19 +180,7 @@ def _load_all(source: Source, paths: list[str], workers: int) -> _Loader:
         window: deque[Future] = deque(pool.submit(_load_chunk, c) for _, c in zip(range(12 * workers), chunks))
     finally:
         _WORKER_SOURCE = None
-
-    def results() -> Iterator[_Loaded | Problem]:
-        while window:
-            done = window.popleft().result()
-            nxt = next(chunks, None)
-            if nxt is not None:
-                window.append(pool.submit(_load_chunk, nxt))
-            for res, problems in done:
-                source.problems.extend(problems)
-                yield res
-        pool.shutdown(wait=True)
-
-    return _Loader(results(), pool)
+    return _PoolLoader(source, pool, window, chunks)
 
 
 def _relative(path: str | Path, base: Path) -> str:
@@ -317,6 +336,7 @@ def _ingest(src: Source, dataset: str, paths: list[str], loader: _Loader | None,
                 bar.update()
             else:
                 todo.append(p)
+    min_batch = max(1, batch_size // 8)
     inner = loader is None
     if inner:
         loader = _load_all(src, todo, workers)
@@ -343,7 +363,8 @@ def _ingest(src: Source, dataset: str, paths: list[str], loader: _Loader | None,
             else:
                 report.added += 1
             batch.append(item.doc)
-            if len(batch) >= batch_size:
+            # full, or a worthwhile part while the workers are still loading: the last write after them is short
+            if len(batch) >= batch_size or len(batch) >= min_batch and loader.waiting():
                 flush()
     finally:
         if inner:

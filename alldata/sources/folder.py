@@ -97,16 +97,17 @@ class ClassFolderSource(Source):
         return f"{folder}/{name}", hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
 
     def load(self, path: Path) -> Sample:
-        fields = self.fields_for(path.parent.name)
+        folder = path.parent.name
+        fields = self.fields_for(folder)
         if fields is None:
-            raise AnnotationError(f"{path}: class folder {path.parent.name!r} is not one of {sorted(self.CLASS_MAP)}")
+            raise AnnotationError(f"{path}: class folder {folder!r} is not one of {sorted(self.CLASS_MAP)}")
         info = self._image(path)
         return self._sample(
             path,
             info,
-            source_id=f"{path.parent.name}/{path.name}",
+            source_id=f"{folder}/{path.name}",
             group_id=self.group_of(path),
-            ground_truth=path.parent.name,
+            ground_truth=folder,
             **fields,
             **self.extra_fields(path),
         )
