@@ -144,10 +144,16 @@ class ALLIDB1(Source):
             self.report_orphans(sorted(self.other.glob("*.xyc")), stems, "their points were not used", summary=True)
         return images
 
-    def _position_files(self, stem: str) -> list[Path]:
+    def _position_files(self, stem: str, present: bool = True) -> list[Path]:
+        """The positions files of image ``stem`` (``present=False``: also where its own would be)."""
         cands = [self.root / "ALL_IDB1" / "xyc" / f"{stem}.xyc"]
         cands += sorted(self.root.glob(f"*/WSIs/positions/{stem}.xyc"))
-        return [p for p in cands if p.is_file()]
+        return [p for p in cands if p.is_file() or not present]
+
+    def stamp_inputs(self, path: Path) -> tuple[str, list[Path]]:
+        stem = path.stem
+        return stem, [path, *self._position_files(stem, present=False), self.other / f"{stem}.xyc",
+                      *(self.masks / f"{stem}_{suffix}.tif" for suffix in ("WBCs", "RBC"))]
 
     def load(self, path: Path) -> Sample:
         m = _NAME.match(path.stem)

@@ -108,6 +108,9 @@ class ALLIDB2(Source):
             self.report_orphans(list_images(folder), stems, "these masks were not used", summary=True)
         return images
 
+    def stamp_inputs(self, path: Path) -> tuple[str, list[Path]]:
+        return path.stem, [path, self.putzu_masks / f"{path.stem}.tif", self.banik_masks / f"{path.stem}.png"]
+
     def load(self, path: Path) -> Sample:
         m = _NAME.match(path.stem)
         if not m:

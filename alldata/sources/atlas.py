@@ -110,6 +110,9 @@ class Atlas(Source):
                         self.skip_once(sub, f"subfolder not read; put its images directly in {entry.name}/")
         return out
 
+    def stamp_inputs(self, path: Path) -> tuple[str, list[Path]]:
+        return f"{path.parent.name}/{path.name}", [path]
+
     def load(self, path: Path) -> Sample:
         if path.parent == self.root:
             raise AnnotationError(f"{path}: image directly in the atlas root has no category")

@@ -11,6 +11,7 @@ position line, a degenerate box) are recorded with :meth:`Source.warn` and the r
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import threading
@@ -74,6 +75,7 @@ class Source:
     def check(self) -> None:
         """Raise :class:`SourceNotFoundError` naming what is missing and how to obtain it."""
         self.forget_listing()  # a new check lists the files again
+        self.__dict__.pop("_stamp_head", None)  # and stats the shared files again
         if not self.root.is_dir():
             self._missing(f"folder {self.root} does not exist")
         self._check_layout()
@@ -109,13 +111,36 @@ class Source:
         raise NotImplementedError
 
     def quick_stamp(self, path: str | Path) -> tuple[str, str] | None:
-        """``(source_id, stamp)`` from file metadata alone, or None (default: a re-run reads the file again).
+        """``(source_id, stamp)`` from file metadata alone, or None (a re-run reads the file again).
 
         A source whose record depends only on files it can ``stat`` returns a stamp that changes
         whenever any of them (or the label mapping) changes; ingest then skips a file whose
-        stored stamp is equal without reading it.
+        stored stamp is equal without reading it. The default stamps what :meth:`stamp_inputs`
+        and :meth:`stamp_shared` name: each file's path, size, mtime and inode (or its absence),
+        the source class and alldata's version.
         """
+        inputs = self.stamp_inputs(Path(path))
+        if inputs is None:
+            return None
+        source_id, files = inputs
+        head = self.__dict__.get("_stamp_head")
+        if head is None:  # the shared files: stat once per check
+            from alldata import __version__
+
+            head = self.__dict__["_stamp_head"] = "|".join(
+                [type(self).__name__, __version__, *(f"{f}:{_stat_text(f)}" for f in self.stamp_shared())])
+        text = "|".join([head, *(f"{f}:{_stat_text(f)}" for f in files)])
+        return source_id, hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
+
+    def stamp_inputs(self, path: Path) -> tuple[str, list[Path]] | None:
+        """``(source_id, files)``: the ``source_id`` of ``path``'s record and every file the record
+        is read from (the image, its annotation and mask files, present or not), for
+        :meth:`quick_stamp`; None (the default): the source does not say, a re-run reads every file."""
         return None
+
+    def stamp_shared(self) -> list[Path]:
+        """Files every record is read from (split lists, label tables), for :meth:`quick_stamp`."""
+        return []
 
     # --- helpers for subclasses -------------------------------------------------------
     def __iter__(self) -> Iterator[Sample]:
@@ -233,6 +258,15 @@ class Source:
             num_channels=info.num_channels,
             **fields,
         )
+
+
+def _stat_text(path: Path) -> str:
+    """``size:mtime_ns:inode`` of ``path``, or ``-`` when it is not there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "-"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -166,6 +166,12 @@ class BCCD(Source):
                     self.warn(self.labels_csv, f"line {n}: {e}; row not used")
         return out
 
+    def stamp_inputs(self, path: Path) -> tuple[str, list[Path]]:
+        return path.stem, [path, self.voc / "Annotations" / f"{path.stem}.xml", self._mask_path(path)]
+
+    def stamp_shared(self) -> list[Path]:
+        return [self.voc / "ImageSets" / "Main" / f"{split}.txt" for split in ("train", "val", "test")] + [self.labels_csv]
+
     def load(self, path: Path) -> Sample:
         xml = self.voc / "Annotations" / f"{path.stem}.xml"
         if not xml.is_file():
@@ -188,8 +194,11 @@ class BCCD(Source):
             segmentation=self._mask(path, info.width, info.height),
         )
 
+    def _mask_path(self, path: Path) -> Path:
+        return self.banik_masks / path.name.replace("BloodImage_", "BloodImage_Mask_").replace(path.suffix, ".png")
+
     def _mask(self, path: Path, w: int, h: int) -> SegMask | None:
-        p = self.banik_masks / path.name.replace("BloodImage_", "BloodImage_Mask_").replace(path.suffix, ".png")
+        p = self._mask_path(path)
         if not p.is_file():
             return None
         try:

@@ -194,6 +194,17 @@ class CNMC(Source):
         final = sorted(list_images(p.final), key=lambda q: _natural(q, p.final))
         return train + prelim + final
 
+    def stamp_inputs(self, path: Path) -> tuple[str, list[Path]] | None:
+        p = self._paths()
+        if p is None:
+            return None
+        phase = {p.prelim: "prelim/", p.final: "final/"}.get(path.parent, "")
+        return f"{phase}{path.stem}", [path]
+
+    def stamp_shared(self) -> list[Path]:
+        p = self._paths()
+        return [] if p is None else [p.prelim_csv]
+
     def load(self, path: Path) -> Sample:
         p = self._paths()
         if p is None:
