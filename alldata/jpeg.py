@@ -21,6 +21,8 @@ __all__ = ["JpegHeader", "read_header"]
 _MODE = {1: "L", 3: "RGB", 4: "CMYK"}
 #: markers Pillow's JPEG reader knows (others: it refuses, so the caller must ask it)
 _KNOWN = {*range(0xC0, 0xD0), 0xDB, 0xDD, *range(0xE0, 0xF0), 0xFE}
+#: bytes per value of each TIFF field type Pillow reads (BYTE, ASCII, SHORT, LONG, RATIONAL, ... IFD8)
+_TIFF_UNIT = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
 #: start-of-frame markers (C4 DHT, C8 JPG and CC DAC are not frames)
 _SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
@@ -77,6 +79,8 @@ def read_header(data: bytes) -> JpegHeader:
     if len(frames) != 1 or len(frames[0]) < 6 or frames[0][0] != 8 or frames[0][5] not in _MODE:
         return JpegHeader(0, 0, "", 0, None, False)
     sof = frames[0]
+    if not int.from_bytes(sof[1:3], "big") or not int.from_bytes(sof[3:5], "big"):  # Pillow: "not identified"
+        return JpegHeader(0, 0, "", 0, None, False)
     model, model_plain = _exif_model(exif) if exif is not None else (None, True)
     return JpegHeader(
         width=int.from_bytes(sof[3:5], "big"),
@@ -111,22 +115,19 @@ def _exif_model(tiff: bytes) -> tuple[str | None, bool]:
     count = int.from_bytes(tiff[ifd : ifd + 2], order)
     if ifd + 2 + 12 * count > len(tiff):
         return None, False
-    entries = [tiff[at : at + 12] for at in range(ifd + 2, ifd + 2 + 12 * count, 12)]
-    models = [e for e in entries if int.from_bytes(e[:2], order) == 0x0110]
-    if len(models) > 1:  # Pillow keeps the last; a file this odd is left to it
-        return None, False
-    for entry in models:
-        kind, size = int.from_bytes(entry[2:4], order), int.from_bytes(entry[4:8], order)
-        if kind != 2:  # not ASCII: Pillow would give another type
+    model: bytes | None = None
+    for at in range(ifd + 2, ifd + 2 + 12 * count, 12):  # in order, as Pillow reads them
+        tag, kind = int.from_bytes(tiff[at : at + 2], order), int.from_bytes(tiff[at + 2 : at + 4], order)
+        size = _TIFF_UNIT.get(kind, 0) * int.from_bytes(tiff[at + 4 : at + 8], order)
+        data = tiff[at + 8 : at + 8 + size]
+        if size > 4:
+            offset = int.from_bytes(tiff[at + 8 : at + 12], order)
+            data = tiff[offset : offset + size] if offset + size <= len(tiff) else b""
+        # a type Pillow skips, data outside the block (Pillow stops reading there), a second model: ask Pillow
+        if kind not in _TIFF_UNIT or len(data) != size or (tag == 0x0110 and (kind != 2 or model is not None)):
             return None, False
-        if size <= 4:
-            raw = entry[8 : 8 + size]
-        else:
-            at = int.from_bytes(entry[8:12], order)
-            if at + size > len(tiff):
-                return None, False
-            raw = tiff[at : at + size]
-        if raw.endswith(b"\x00"):
-            raw = raw[:-1]
-        return raw.decode("latin-1", "replace").strip("\x00 ").strip() or None, True
-    return None, True
+        if tag == 0x0110:
+            model = data[:-1] if data.endswith(b"\x00") else data
+    if model is None:
+        return None, True
+    return model.decode("latin-1", "replace").strip("\x00 ").strip() or None, True

@@ -107,3 +107,31 @@ def test_every_real_jpeg_reads_as_pillow_reads_it(shared_data):
         assert (head.width, head.height, head.mode, head.exif_model) == _pillow(data), p
         models.add(head.exif_model)
     assert len(models) > 2  # camera models were read, not only absent
+
+
+def test_damaged_headers_get_pillows_answer_or_are_left_to_it(shared_data):
+    """Random bytes written over the headers (markers, tables, EXIF) of real JPEGs, camera models
+    included: whenever the reader vouches for its answer (``plain``), it is Pillow's."""
+    import random
+    import warnings
+
+    files = sorted((shared_data / "ALL-IDB1" / "ALL_IDB1" / "im").glob("*.jpg"))[:4]
+    files += sorted((shared_data / "PBC").rglob("*.jpg"))[:2]
+    rng, vouched = random.Random(0), 0
+    for p in files:
+        data = p.read_bytes()
+        for _ in range(60):
+            bad = bytearray(data)
+            at = rng.randrange(2, 700)
+            bad[at : at + rng.choice((1, 4, 8))] = bytes(rng.randrange(256) for _ in range(8))[: len(bad[at : at + 8])]
+            try:
+                head = read_header(bytes(bad))
+            except OSError:
+                continue
+            if not head.plain:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                assert (head.width, head.height, head.mode, head.exif_model) == _pillow(bytes(bad)), (p, at)
+            vouched += 1
+    assert vouched > 100
