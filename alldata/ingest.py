@@ -143,7 +143,7 @@ class _PoolLoader(_Loader):
     def __next__(self) -> _Loaded | Problem:
         if not self._ready:
             if not self._window:
-                self._pool.shutdown(wait=True)
+                self._pool.shutdown(wait=False)  # the workers exit while the caller writes; close() joins them
                 raise StopIteration
             self._ready.extend(self._window.popleft().result())
             nxt = next(self._chunks, None)
