@@ -26,7 +26,7 @@ from alldata.imageio import ImageInfo, inspect_image
 from alldata.registry import Registry
 from alldata.schema import ImageKind, Sample
 
-__all__ = ["IMAGE_SUFFIXES", "SOURCES", "Problem", "Source", "list_images"]
+__all__ = ["IMAGE_SUFFIXES", "SOURCES", "Problem", "Source", "list_image_names", "list_images"]
 
 #: The content type each image suffix promises (a mismatch is reported as a warning).
 _SUFFIX_MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".tif": "image/tiff",
@@ -83,11 +83,12 @@ class Source:
     def _check_layout(self) -> None:
         raise NotImplementedError
 
-    def items(self) -> list[Path]:
-        """The image files this source will load, sorted."""
+    def items(self) -> list[Path] | list[str]:
+        """The image files this source will load, sorted (Paths, or text paths: class-folder
+        trees of 100k files are listed as text)."""
         raise NotImplementedError
 
-    def listing(self) -> list[Path]:
+    def listing(self) -> list[Path] | list[str]:
         """:meth:`items`, listed once after each :meth:`check` (which needs the listing itself):
         an ingest of 100k files lists the folders once, not two or three times."""
         if "_listed" not in self.__dict__:
@@ -99,11 +100,14 @@ class Source:
         self.__dict__.pop("_listed", None)
         self.__dict__.pop("_folder_lists", None)
 
-    def _images_in(self, folder: Path) -> list[Path]:
-        """:func:`list_images` of ``folder``, listed once until the next :meth:`check` (treat as read-only)."""
-        memo: dict[Path, list[Path]] = self.__dict__.setdefault("_folder_lists", {})
+    def _images_in(self, folder: Path) -> list[str]:
+        """The image files in ``folder`` as text paths (:func:`list_image_names`), listed once until
+        the next :meth:`check` (treat as read-only). Text, not Paths: 100k Path objects take ~3x
+        the memory, and an ingest turns them into text anyway."""
+        memo: dict[Path, list[str]] = self.__dict__.setdefault("_folder_lists", {})
         if folder not in memo:
-            memo[folder] = list_images(folder)
+            base = os.fspath(folder)
+            memo[folder] = [os.path.join(base, n) for n in list_image_names(folder)]
         return memo[folder]
 
     def load(self, path: Path) -> Sample:
@@ -148,7 +152,7 @@ class Source:
         self.check()
         for path in self.items():
             try:
-                yield self.load(path)
+                yield self.load(Path(path))
             except AlldataError as e:
                 self.skip(path, str(e))
 
@@ -269,23 +273,30 @@ def _stat_text(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder`` (sorted; hidden files ignored).
+def list_image_names(folder: Path) -> list[str]:
+    """The names of the image files directly in ``folder`` (sorted; hidden files ignored).
 
     Symbolic links are listed even when broken, so loading them reports the broken link
     instead of leaving the file out without a word.
     """
-    if not folder.is_dir():
+    try:
+        entries = os.scandir(folder)
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    import os
-
-    with os.scandir(folder) as entries:  # no stat per file; names sort as the Paths would, ~10x faster
-        names = sorted(
+    with entries:  # no stat per file: ~10x faster than Path.iterdir + is_file
+        return sorted(
             e.name
             for e in entries
             if not e.name.startswith(".")
             and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
             and (e.is_file() or e.is_symlink())
         )
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in ``folder`` (sorted as Paths sort; see :func:`list_image_names`)."""
+    names = list_image_names(folder)
+    if not names:
+        return []
     children = {p.name: p for p in folder.iterdir()}  # iterdir builds Paths far faster than folder / name
     return [children[n] for n in names if n in children]

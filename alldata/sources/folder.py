@@ -53,8 +53,8 @@ class ClassFolderSource(Source):
         """Schema fields for a class folder, or None when the folder is not a known class."""
         return self.CLASS_MAP.get(folder)
 
-    def items(self) -> list[Path]:
-        out = []
+    def items(self) -> list[str]:
+        out: list[str] = []
         for p in self._images_in(self.class_dir):
             self.skip_once(p, f"image directly in {self.class_dir} has no class folder; move it into one")
         for d in self._classes():
@@ -208,7 +208,7 @@ class Folder(ClassFolderSource):
             raise AnnotationError(f"labels CSV {self.labels_csv} does not exist; give the path of a CSV file or 'none'")
         files = self._files()
         if self.masks is None and (pairs := find_pairs(files)):
-            example = next(iter(pairs.values()))
+            example = [Path(p) for p in next(iter(pairs.values()))]
             suffix = ".png" if any(p.suffix.lower() == ".png" for p in example) else example[-1].suffix.lower()
             shown = " + ".join(p.relative_to(self.root).as_posix() for p in example)
             raise AnnotationError(
@@ -230,24 +230,25 @@ class Folder(ClassFolderSource):
     def _csv_mode(self) -> bool:
         return isinstance(self.labels_csv, Path)
 
-    def _files(self) -> list[Path]:
-        """Image-suffixed files the source looks at: any depth with a CSV, else root + class folders."""
+    def _files(self) -> list[Path] | list[str]:
+        """Image-suffixed files the source looks at: any depth with a CSV (Paths), else root + class
+        folders (text paths, see :meth:`_images_in`)."""
         if self._csv_mode:
             return _all_images(self.root)
         return self._images_in(self.root) + [p for d in self._classes() for p in self._images_in(d)]
 
-    def _images(self, files: list[Path]) -> list[Path]:
+    def _images(self, files: list[Path] | list[str]) -> list[Path] | list[str]:
         """``files`` without the mask files (with ``masks=SUFFIX``, every file of that suffix)."""
         if self.masks in (None, NONE):
             return files
-        return [p for p in files if p.suffix.lower() != self.masks]
+        return [p for p in files if os.path.splitext(p)[1].lower() != self.masks]
 
     @cached_property
     def _mask_of(self) -> dict[Path, Path]:
         """image -> its mask file; unpaired masks are reported once."""
         if self.masks in (None, NONE):
             return {}
-        files = self._files()
+        files = [Path(p) for p in self._files()]
         images = {p.with_suffix(""): p for p in self._images(files)}
         out = {}
         for m in files:
@@ -268,9 +269,9 @@ class Folder(ClassFolderSource):
             self.warn(self.labels_csv, note)
         return labels
 
-    def items(self) -> list[Path]:
+    def items(self) -> list[Path] | list[str]:
         if not self._csv_mode:
-            masks = set(self._mask_of.values())
+            masks = {os.fspath(m) for m in self._mask_of.values()}
             return [p for p in super().items() if p not in masks] if masks else super().items()
         images = self._images(self._files())
         _ = self._csv_labels, self._mask_of  # read once here, not in the loading threads; a bad CSV stops the ingest

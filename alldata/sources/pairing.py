@@ -26,8 +26,9 @@ __all__ = ["LABEL_COLUMNS", "detect_labels_csv", "find_pairs", "mask_to_classes"
 LABEL_COLUMNS = ("label", "labels", "class", "category", "diagnosis", "cell_type", "type", "target")
 
 
-def find_pairs(files: list[Path]) -> dict[Path, list[Path]]:
-    """Files sharing a folder and a stem (``a/001.bmp`` + ``a/001.png``): ``{a/001: [both, sorted]}``.
+def find_pairs(files: list[Path] | list[str]) -> dict[Path, list]:
+    """Files sharing a folder and a stem (``a/001.bmp`` + ``a/001.png``): ``{a/001: [both, sorted]}``
+    (the files as given: Paths or text).
 
     Grouped folder by folder when ``files`` list each folder's files together (as listings do),
     so the working memory is one folder's, not the whole tree's.
@@ -43,15 +44,16 @@ def find_pairs(files: list[Path]) -> dict[Path, list[Path]]:
     return out
 
 
-def _pairs(files: Iterable[Path]) -> dict[Path, list[Path]]:
-    by_stem: dict[str, list[Path]] = defaultdict(list)
+def _pairs(files: Iterable) -> dict[Path, list]:
+    by_stem: dict[str, list] = defaultdict(list)
     for f in files:
         by_stem[os.path.splitext(f)[0]].append(f)
     return {Path(k): sorted(v) for k, v in by_stem.items() if len(v) > 1}
 
 
-def _keys(path: Path, root: Path) -> tuple[str, str, str]:
+def _keys(path: str | Path, root: Path) -> tuple[str, str, str]:
     """What a CSV may call a file: its path below ``root``, its name, its stem."""
+    path = Path(path)
     return path.relative_to(root).as_posix(), path.name, path.stem
 
 
@@ -86,7 +88,7 @@ def _file_column(header: list[str], rows: list[tuple[int, list[str]]], names: se
     return best
 
 
-def detect_labels_csv(root: Path, images: list[Path]) -> Path | None:
+def detect_labels_csv(root: Path, images: list[Path] | list[str]) -> Path | None:
     """The first ``*.csv``/``*.tsv`` directly in ``root`` that names at least one of ``images``, else None."""
     tables = sorted(p for p in root.iterdir() if p.suffix.lower() in (".csv", ".tsv") and p.is_file())
     if not tables:  # the usual case: no need to index every image's names
