@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(shlex.quote(a) for a in [display_path(sys.executable), *sys.argv])
     started = datetime.now(timezone.utc)
     load_before = loadavg()
+    if args.tmp is not None:
+        args.tmp.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="alldata-scale-", dir=args.tmp))
     db = start_mongod(tmp / "db", set_env=False)
     env = {**os.environ, "FIFTYONE_DATABASE_URI": db.uri, "FIFTYONE_DATABASE_VALIDATION": "false",
