@@ -116,10 +116,11 @@ def _table(rows: list[dict]) -> str:
         # the marginal memory per sample: what the larger tree costs over the smallest one (fixed costs cancel)
         extra = f["found"] - small["found"]
         growth = ((f["peak_rss_mib"] - f["base_rss_mib"]) - (small["peak_rss_mib"] - small["base_rss_mib"])) * 1024 / extra \
-            if extra else float("nan")
+            if extra else None
         lines.append(
-            f"| {f['found']:,} | {f['seconds']:.1f} | {f['found'] / f['seconds']:.0f} | {f['peak_rss_mib']:.0f} | "
-            f"{f['base_rss_mib']:.0f} | {growth:.2f} | {f['worker_peak_rss_mib']:.0f} | {a['seconds']:.1f} | "
+            f"| {f['found']:,} | {f['seconds']:.2f} | {f['found'] / f['seconds']:.0f} | {f['peak_rss_mib']:.0f} | "
+            f"{f['base_rss_mib']:.0f} | {'—' if growth is None else f'{growth:.2f}'} | {f['worker_peak_rss_mib']:.0f} | "
+            f"{a['seconds']:.2f} | "
             f"{a['found'] / a['seconds']:.0f} | {f['seconds'] / a['seconds']:.1f}x |"
         )
     return "\n".join(lines)
