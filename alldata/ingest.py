@@ -230,6 +230,9 @@ def ingest(
     """
     src = get_source(source, root) if isinstance(source, str) else source
     src.decode = decode
+    src.check()  # a missing source is said before FiftyOne is imported
+    import fiftyone  # noqa: F401 - imported before the clock and the gc freeze (its ~250k objects are frozen too)
+
     with _frozen_gc():
         return _run(src, dataset, batch_size, workers, max_samples, shard, recheck, progress)
 
@@ -252,8 +255,9 @@ def _frozen_gc() -> Iterator[None]:
 
 def _run(src: Source, dataset: str, batch_size: int, workers: int, max_samples: int | None,
          shard: tuple[int, int] | None, recheck: bool, progress: bool) -> IngestReport:
-    """:func:`ingest` once the source is known."""
-    src.check()
+    """:func:`ingest` once the source is checked and FiftyOne imported."""
+    import fiftyone as fo
+
     t0 = time.perf_counter()
     listed = src.listing()
     src.forget_listing()
@@ -265,8 +269,6 @@ def _run(src: Source, dataset: str, batch_size: int, workers: int, max_samples: 
     for i, p in enumerate(paths):  # as text, in place: ~3x less memory than Path objects at 100k files
         paths[i] = os.fspath(p)
     report = IngestReport(source=src.name, root=str(src.root), dataset=dataset, found=len(paths), decoded=src.decode)
-    import fiftyone as fo
-
     # a new dataset has nothing to compare with: start loading now, and set the dataset up meanwhile
     new = not fo.dataset_exists(dataset)
     example = _example(src, paths) if new else None  # before the workers fork: they inherit what it warmed up
